@@ -1,0 +1,1 @@
+"""Echo-Vids front ends: the Discord bot and the ``echovids`` command line."""

@@ -1,0 +1,1 @@
+"""One module per ``echovids`` subcommand, each with ``run(args, settings) -> int``."""

@@ -1,0 +1,36 @@
+"""Typed errors of the engine.
+
+Every failure the engine expects (bad input, missing model, missing index, bad configuration)
+is an :class:`EchoVidsError`, so a front end can catch one type and show ``str(err)`` as one
+line; anything else is a bug and may surface as a traceback.
+"""
+
+from __future__ import annotations
+
+
+class EchoVidsError(Exception):
+    """Base of every expected engine failure; ``str()`` is a one-line explanation."""
+
+
+class ConfigError(EchoVidsError):
+    """A configuration variable is malformed; the message names the variable."""
+
+
+class ModelMissingError(EchoVidsError):
+    """A model file the query needs is not on disk."""
+
+
+class ModelFileError(EchoVidsError):
+    """A model file exists but cannot be used (wrong layout, wrong checksum)."""
+
+
+class IndexMissingError(EchoVidsError):
+    """No index build is current in the data directory."""
+
+
+class BadQueryError(EchoVidsError):
+    """The query itself is unusable (bad shape, unknown video, empty text...)."""
+
+
+class DownloadError(EchoVidsError):
+    """A download failed (offline, HTTP error, checksum mismatch)."""
