@@ -1,0 +1,159 @@
+"""Turn one :class:`core.results.SearchResponse` into one Discord embed, within Discord's limits.
+
+Every trigger (voice note, ``/soundalike``, the context menu) replies with this same embed, so
+the look of an answer is decided here only. Discord rejects an embed over its limits (title 256,
+description 4096, field value 1024, 25 fields, 6000 characters in all) and merges embeds that
+share a URL, so the result list is written into the description as links (one per line, each URL
+once) and trimmed line by line rather than cut mid-link.
+"""
+
+from __future__ import annotations
+
+import discord
+
+from core.results import Match, SearchResponse
+
+TITLE_LIMIT = 256
+DESCRIPTION_LIMIT = 4096
+FIELD_VALUE_LIMIT = 1024
+FOOTER_LIMIT = 2048
+TOTAL_LIMIT = 6000
+
+#: Embed colour: a calm blue, and a muted grey for "nothing found".
+COLOUR = discord.Colour(0x3B82F6)
+COLOUR_EMPTY = discord.Colour(0x6B7280)
+
+_KIND_TITLES = {
+    "audio": "Sound-alikes",
+    "like": "More like this",
+    "text": "Sounds like",
+    "embeddings": "Sound-alikes",
+}
+
+
+def clock(seconds: float | int) -> str:
+    """``75 → '1:15'``; hours when needed (``3725 → '1:02:05'``)."""
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def percent(score: float) -> str:
+    """Match score in 0–1 as a whole percentage, clamped (scores are similarities, not probabilities)."""
+    return f"{round(max(0.0, min(1.0, float(score))) * 100)} %"
+
+
+def _escape(text: str) -> str:
+    """Titles come from YouTube: keep them from breaking the markdown link around them."""
+    text = discord.utils.escape_markdown(text.replace("\n", " ").strip())
+    return text.replace("[", "(").replace("]", ")")
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 1)].rstrip() + "…"
+
+
+def _match_line(rank: int, match: Match) -> str:
+    name = _shorten(_escape(match.title), 90) if match.title else (
+        f"youtu.be/{match.video_id}" if match.video_id else "Library clip")
+    line = f"**{rank}.** [{name}]({match.url}) at **{clock(match.start_seconds)}** · {percent(match.score)} match"
+    if match.labels:
+        line += "\n" + _shorten("↳ " + ", ".join(match.labels[:4]), 200)
+    if match.live == "unknown":
+        line += " · *(could not confirm it is still online)*"
+    return line
+
+
+def heard_line(response: SearchResponse) -> str:
+    """``'Heard: Dog 82 %, Bark 77 %'`` from the query's own top labels (empty when none)."""
+    if not response.heard:
+        return ""
+    parts = [f"{_escape(h.label)} {percent(h.score)}" for h in response.heard[:5]]
+    return "Heard: " + ", ".join(parts)
+
+
+def _query_text(response: SearchResponse, searched: str | None) -> str:
+    q = response.query
+    if searched:
+        what = searched
+    elif q.kind == "audio":
+        what = "your audio"
+    elif q.kind == "like":
+        what = "a YouTube video"
+    elif q.kind == "text":
+        what = "a description"
+    else:
+        what = "embeddings"
+    if q.seconds:
+        what += f" ({clock(q.seconds)})"
+    return what
+
+
+def footer_text(response: SearchResponse, searched: str | None = None) -> str:
+    parts = [f"Searched {_query_text(response, searched)}"]
+    if response.index_size:
+        parts.append(f"{response.index_size:,} indexed seconds")
+    if response.query.model:
+        parts.append(response.query.model)
+    parts.append(f"{response.elapsed_s:.1f} s")
+    return _shorten(" · ".join(parts), FOOTER_LIMIT)
+
+
+def unique_results(results: list[Match]) -> list[Match]:
+    """Drop repeated URLs: Discord merges identical links, and a repeat tells the user nothing."""
+    seen: set[str] = set()
+    out = []
+    for m in results:
+        if m.url in seen:
+            continue
+        seen.add(m.url)
+        out.append(m)
+    return out
+
+
+def render_response(response: SearchResponse, *, searched: str | None = None,
+                    title: str | None = None) -> discord.Embed:
+    """One embed for one answer. ``searched`` names the query in the footer (e.g. a file name)."""
+    results = unique_results(response.results)
+    embed_title = _shorten(title or _KIND_TITLES.get(response.query.kind, "Sound-alikes"), TITLE_LIMIT)
+    footer = footer_text(response, searched)
+    heard = heard_line(response)
+
+    if not results:
+        description = "No sound-alikes found. Try a longer or clearer recording."
+        if heard:
+            description = f"{heard}\n\n{description}"
+        embed = discord.Embed(title=embed_title, description=description, colour=COLOUR_EMPTY)
+        embed.set_footer(text=footer)
+        return embed
+
+    budget = min(DESCRIPTION_LIMIT, TOTAL_LIMIT - len(embed_title) - len(footer) - 16)
+    lines: list[str] = []
+    used = 0
+    if heard:
+        head = _shorten(heard, 300)
+        lines.append(head)
+        used += len(head) + 2
+    shown = 0
+    for rank, match in enumerate(results, 1):
+        line = _match_line(rank, match)
+        cost = len(line) + 2
+        if used + cost > budget:
+            break
+        lines.append(line)
+        used += cost
+        shown += 1
+    if shown < len(results):
+        more = f"… and {len(results) - shown} more"
+        if used + len(more) + 2 <= budget:
+            lines.append(more)
+
+    embed = discord.Embed(title=embed_title, description="\n\n".join(lines)[:DESCRIPTION_LIMIT], colour=COLOUR)
+    embed.set_footer(text=footer)
+    return embed
+
+
+def embed_size(embed: discord.Embed) -> int:
+    """Characters Discord counts towards the 6000 limit (title, description, fields, footer, author)."""
+    return len(embed)

@@ -1,0 +1,93 @@
+"""The result embed: links at the matched second, m:ss, match %, labels, heard line, limits."""
+
+from __future__ import annotations
+
+import re
+
+from bot.render import clock, percent, render_response
+from core.results import Heard, Match, QueryInfo, SearchResponse, youtube_url
+
+
+def _match(vid: str, t: int, score: float = 0.9, **kw) -> Match:
+    return Match(video_id=vid, start_seconds=t, url=youtube_url(vid, t), score=score,
+                 labels=kw.pop("labels", ["Dog", "Bark"]), **kw)
+
+
+def _response(results, **kw) -> SearchResponse:
+    return SearchResponse(query=kw.pop("query", QueryInfo(kind="audio", seconds=7, model="vggish")),
+                          results=results, **kw)
+
+
+def test_clock_and_percent():
+    assert clock(0) == "0:00"
+    assert clock(75) == "1:15"
+    assert clock(3725) == "1:02:05"
+    assert percent(0.914) == "91 %"
+    assert percent(1.7) == "100 %" and percent(-0.2) == "0 %"
+
+
+def test_results_are_timestamped_links_with_titles_labels_and_percent():
+    resp = _response([_match("--cB2ZVjpnA", 33, 0.91, title="Good boy barks", live="live"),
+                      _match("abcdefghijk", 75, 0.5, labels=["Speech"])],
+                     elapsed_s=0.42, index_size=220270)
+    embed = render_response(resp)
+    d = embed.description
+    assert "[Good boy barks](https://youtu.be/--cB2ZVjpnA?t=33)" in d
+    assert "**0:33**" in d and "91 % match" in d
+    assert "Dog, Bark" in d
+    # No title known: the short link stands in as the name.
+    assert "[youtu.be/abcdefghijk](https://youtu.be/abcdefghijk?t=75)" in d and "**1:15**" in d
+    assert d.index("--cB2ZVjpnA") < d.index("abcdefghijk")
+    footer = embed.footer.text
+    assert "0:07" in footer and "220,270 indexed seconds" in footer and "0.4 s" in footer
+    assert "Heard" not in d
+
+
+def test_heard_line_when_the_query_has_labels():
+    resp = _response([_match("--cB2ZVjpnA", 33)], heard=[Heard("Dog", 0.82), Heard("Bark", 0.77)])
+    embed = render_response(resp)
+    assert embed.description.splitlines()[0] == "Heard: Dog 82 %, Bark 77 %"
+
+
+def test_duplicate_urls_are_shown_once():
+    resp = _response([_match("--cB2ZVjpnA", 33), _match("--cB2ZVjpnA", 33, 0.8), _match("--cB2ZVjpnA", 40)])
+    d = render_response(resp).description
+    urls = re.findall(r"\((https://youtu\.be/[^)]+)\)", d)
+    assert urls == ["https://youtu.be/--cB2ZVjpnA?t=33", "https://youtu.be/--cB2ZVjpnA?t=40"]
+
+
+def test_embed_stays_within_discord_limits_with_huge_titles_and_labels():
+    results = [_match(f"vid{i:08d}", i * 61, title="🐶 " + "Very long [title] *with* markdown " * 20,
+                      labels=[f"Label number {j}" * 5 for j in range(30)]) for i in range(10)]
+    resp = _response(results, heard=[Heard("X" * 500, 0.5)] * 5, elapsed_s=1.0, index_size=10**9)
+    embed = render_response(resp, searched="a" * 5000)
+    assert len(embed.title) <= 256
+    assert len(embed.description) <= 4096
+    assert len(embed.footer.text) <= 2048
+    assert len(embed) <= 6000
+    assert len(embed.fields) <= 25
+    # Brackets in titles must not break the link markup.
+    assert "[title]" not in embed.description
+
+
+def test_no_results_is_a_friendly_embed():
+    embed = render_response(_response([], heard=[Heard("Silence", 0.9)]))
+    assert "No sound-alikes found" in embed.description
+    assert "Heard: Silence 90 %" in embed.description
+
+
+def test_library_match_and_unknown_liveness():
+    lib = Match(video_id=None, start_seconds=5, url="https://example.org/a.mp3", score=0.7,
+                labels=[], source="library", title="My clip")
+    unk = _match("abcdefghijk", 0, live="unknown")
+    d = render_response(_response([lib, unk])).description
+    assert "[My clip](https://example.org/a.mp3)" in d
+    assert "(https://youtu.be/abcdefghijk)" in d  # t=0 is dropped by youtube_url
+    assert "could not confirm" in d
+
+
+def test_text_query_title_and_footer():
+    resp = _response([_match("--cB2ZVjpnA", 33)], query=QueryInfo(kind="text"))
+    embed = render_response(resp, searched='"dog barking"')
+    assert embed.title == "Sounds like"
+    assert embed.footer.text.startswith('Searched "dog barking"')
