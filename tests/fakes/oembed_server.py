@@ -170,7 +170,7 @@ class FakeOEmbed:
     async def start(self, port: int = 0) -> str:
         app = web.Application()
         app.router.add_get("/oembed", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()

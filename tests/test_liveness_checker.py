@@ -1,0 +1,201 @@
+"""Query-time filtering: dead videos dropped and replaced, titles shown, budget never exceeded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from core.config import Settings
+from core.liveness import TTL, LivenessCache, LivenessChecker
+from core.results import Match, youtube_url
+from tests.fakes.oembed_server import (
+    GONE, INVALID, MALFORMED, PRIVATE, RESET, UNEMBEDDABLE, FakeOEmbed, Reply, error, ratelimit, slow,
+)
+
+
+def vid(name: str) -> str:
+    return (name + "___________")[:11]
+
+
+def matches(*names: str, library: tuple[int, ...] = ()) -> list[Match]:
+    out = []
+    for rank, name in enumerate(names):
+        if rank in library:
+            out.append(Match(None, 3, "file:///lib/a.wav", 1.0 - rank / 100, ["Music"], title="a.wav",
+                             source="library"))
+        else:
+            out.append(Match(vid(name), 12, youtube_url(vid(name), 12), 1.0 - rank / 100, ["Dog"],
+                             segment_start=10, segment_end=20))
+    return out
+
+
+@pytest.fixture
+async def fake():
+    server = FakeOEmbed()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def checker(fake, tmp_path):
+    c = LivenessChecker(Settings(data_dir=tmp_path, youtube_oembed_url=fake.url), rate_per_s=None)
+    yield c
+    await c.close()
+
+
+async def test_dead_dropped_and_reply_filled_from_later_candidates(fake, checker):
+    fake.script(vid("gone"), GONE)
+    fake.script(vid("private"), PRIVATE)
+    fake.script(vid("invalid"), INVALID)
+    fake.script(vid("noembed"), UNEMBEDDABLE)
+    fake.script(vid("live1"), Reply("live", title="Dog barks at mailman", channel="Pets"))
+    cands = matches("gone", "live1", "private", "noembed", "invalid", "live2", "live3", "live4")
+    out = await checker.filter(cands, want=4, budget_s=5)
+    assert [m.video_id for m in out] == [vid("live1"), vid("noembed"), vid("live2"), vid("live3")]
+    assert [m.live for m in out] == ["live", "unembeddable", "live", "live"]
+    assert out[0].title == "Dog barks at mailman" and out[0].channel == "Pets"
+    assert out[2].title == f"Video {vid('live2')}"
+    # rank, score, url and segment pass through untouched
+    assert out[0].url == cands[1].url and out[0].score == cands[1].score and out[0].segment_end == 20
+    # the input list is not mutated
+    assert all(m.live == "unchecked" for m in cands)
+
+
+async def test_only_top_candidates_are_checked(fake, checker):
+    cands = matches(*[f"v{i}" for i in range(30)])
+    out = await checker.filter(cands, want=3, budget_s=5)
+    assert len(out) == 3 and all(m.live == "live" for m in out)
+    assert fake.total_requests <= 3 + 2  # want plus a few spares, not all 30
+
+
+async def test_library_matches_pass_through_unchecked(fake, checker):
+    cands = matches("lib", "live1", "lib2", library=(0, 2))
+    out = await checker.filter(cands, want=3, budget_s=5)
+    assert [m.live for m in out] == ["unchecked", "live", "unchecked"]
+    assert out[0].title == "a.wav"
+    assert fake.total_requests == 1
+
+
+async def test_trouble_is_kept_as_unknown(fake, checker):
+    fake.script(vid("err"), error(503))
+    fake.script(vid("bad"), MALFORMED)
+    fake.script(vid("reset"), RESET)
+    out = await checker.filter(matches("err", "bad", "reset", "live"), want=4, budget_s=5)
+    assert [m.live for m in out] == ["unknown", "unknown", "unknown", "live"]
+
+
+async def test_429_keeps_unknown_and_pauses_later_queries(fake, checker):
+    fake.script(vid("rl"), ratelimit("30"))
+    out = await checker.filter(matches("rl"), want=1, budget_s=2)
+    assert out[0].live == "unknown"
+    before = fake.total_requests
+    out = await checker.filter(matches("other1", "other2"), want=2, budget_s=2)
+    assert [m.live for m in out] == ["unknown", "unknown"]
+    assert fake.total_requests == before  # nobody asks YouTube during its Retry-After
+
+
+async def test_cache_hit_sends_nothing(fake, checker, tmp_path):
+    cands = matches("gone", "a", "b", "c")
+    fake.script(vid("gone"), GONE)
+    first = await checker.filter(cands, want=3, budget_s=5)
+    await asyncio.sleep(0.1)  # cache writes happen on a worker thread
+    sent = fake.total_requests
+    second = await checker.filter(cands, want=3, budget_s=5)
+    assert fake.total_requests == sent
+    assert [(m.video_id, m.live, m.title) for m in second] == [(m.video_id, m.live, m.title) for m in first]
+    # and the cache is the data directory's own file, readable by anyone
+    assert LivenessCache.for_data_dir(tmp_path).get(vid("gone")).state == "gone"
+
+
+async def test_ttl_expiry_triggers_a_new_check(fake, tmp_path):
+    c = LivenessChecker(Settings(data_dir=tmp_path, youtube_oembed_url=fake.url), rate_per_s=None,
+                        ttl=TTL(live=0.3))
+    try:
+        fake.script(vid("a"), Reply("live", title="Before"), GONE)
+        out = await c.filter(matches("a", "b"), want=1, budget_s=5)
+        assert out[0].title == "Before"
+        await asyncio.sleep(0.1)
+        assert (await c.filter(matches("a", "b"), want=1, budget_s=5))[0].video_id == vid("a")
+        assert fake.requests[vid("a")] == 1  # fresh: from the cache
+        await asyncio.sleep(0.4)
+        out = await c.filter(matches("a", "b"), want=1, budget_s=5)
+        assert fake.requests[vid("a")] == 2  # expired: asked again, and now it is gone
+        assert [m.video_id for m in out] == [vid("b")]
+    finally:
+        await c.close()
+
+
+async def test_slow_server_cannot_stretch_the_budget(fake, checker):
+    fake.latency_s = 0.0
+    for name in ("s1", "s2", "s3", "s4"):
+        fake.script(vid(name), slow(1.5))
+    fake.script(vid("gone"), GONE)
+    cands = matches("s1", "gone", "s2", "fast", "s3", "s4")
+    t0 = time.monotonic()
+    out = await checker.filter(cands, want=3, budget_s=0.3)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 0.3 + 0.1
+    assert [(m.video_id, m.live) for m in out] == [(vid("s1"), "unknown"), (vid("s2"), "unknown"),
+                                                   (vid("fast"), "live")]
+    # the late answers still land in the cache, so the next query is instant and knows the truth
+    cache = LivenessCache.for_data_dir(checker.settings.data_dir)
+    for _ in range(40):
+        entry = cache.get(vid("s1"))
+        if entry is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert entry is not None and entry.state == "live"
+    sent = fake.total_requests
+    t0 = time.monotonic()
+    out = await checker.filter(cands, want=3, budget_s=0.3)
+    assert time.monotonic() - t0 < 0.1
+    assert [m.live for m in out] == ["live", "live", "live"]
+    assert fake.total_requests == sent
+
+
+async def test_zero_budget_answers_from_cache_only(fake, checker):
+    fake.latency_s = 0.2
+    t0 = time.monotonic()
+    out = await checker.filter(matches("a", "b"), want=2, budget_s=0)
+    assert time.monotonic() - t0 < 0.05
+    assert [m.live for m in out] == ["unknown", "unknown"]
+
+
+async def test_concurrent_queries_share_one_request_per_video(fake, checker):
+    fake.latency_s = 0.1
+    cands = matches("a", "b", "c")
+    outs = await asyncio.gather(*(checker.filter(cands, want=3, budget_s=5) for _ in range(5)))
+    assert all([m.live for m in o] == ["live"] * 3 for o in outs)
+    assert all(n == 1 for n in fake.requests.values())
+
+
+async def test_duplicate_video_in_candidates_checked_once(fake, checker):
+    cands = matches("a", "a", "b")
+    out = await checker.filter(cands, want=3, budget_s=5)
+    assert [m.video_id for m in out] == [vid("a"), vid("a"), vid("b")]
+    assert fake.requests[vid("a")] == 1
+
+
+async def test_empty_and_want_zero(checker):
+    assert await checker.filter([], want=5, budget_s=1) == []
+    assert await checker.filter(matches("a"), want=0, budget_s=1) == []
+
+
+async def test_all_dead_returns_fewer(fake, checker):
+    for name in ("g1", "g2", "g3"):
+        fake.script(vid(name), GONE)
+    out = await checker.filter(matches("g1", "g2", "g3", "ok"), want=3, budget_s=5)
+    assert [m.video_id for m in out] == [vid("ok")]
+
+
+async def test_close_is_clean_with_checks_in_flight(fake, tmp_path):
+    fake.script(vid("slow"), slow(5))
+    c = LivenessChecker(Settings(data_dir=tmp_path, youtube_oembed_url=fake.url), rate_per_s=None)
+    await c.filter(matches("slow"), want=1, budget_s=0.05)
+    t0 = time.monotonic()
+    await c.close()
+    assert time.monotonic() - t0 < 1.0
+    assert c.client._session is None
