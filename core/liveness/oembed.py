@@ -42,6 +42,7 @@ VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
 DEFAULT_CONCURRENCY = 8
 DEFAULT_RATE_PER_S = 10.0
 DEFAULT_TIMEOUT_S = 5.0
+MAX_PAUSE_S = 3600.0
 USER_AGENT = "echo-vids liveness check (+https://github.com/; oEmbed, polite)"
 
 
@@ -234,7 +235,8 @@ class OEmbedClient:
             if status == 429 and retry_after is None:
                 retry_after = 5.0
             if retry_after is not None:
-                self._note_retry_after(min(retry_after, self.max_retry_after_s + 1))
+                # Honoured in full up to an hour: a broken header must not silence us for days.
+                self._note_retry_after(min(retry_after, MAX_PAUSE_S))
             return OEmbedResult(video_id, "unknown", http_status=status, retry_after=retry_after,
                                 detail=f"HTTP {status}")
         return OEmbedResult(video_id, "unknown", http_status=status, detail=f"unexpected HTTP {status}")

@@ -1,0 +1,201 @@
+"""``index refresh``: complete, resumable (nothing lost, nothing asked twice), polite, and atomic."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.config import Settings
+from core.liveness.cache import LivenessCache
+from core.liveness.oembed import OEmbedResult
+from core.liveness.refresh import refresh_index
+from core.progress import ProgressEvent
+from tests.fakes.oembed_server import GONE, INVALID, LIVE, PRIVATE, RESET, UNEMBEDDABLE, FakeOEmbed, error, ratelimit
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def ids(n: int, prefix: str = "v") -> list[str]:
+    return [f"{prefix}{i:010d}"[:11] for i in range(n)]
+
+
+@pytest.fixture
+def fake():
+    with FakeOEmbed() as server:
+        yield server
+
+
+def settings_for(data_dir: Path, fake: FakeOEmbed) -> Settings:
+    return Settings(data_dir=data_dir, youtube_oembed_url=fake.url)
+
+
+def test_check_phase_states_and_second_run_is_free(fake, tmp_path):
+    vids = ids(40)
+    fake.script(vids[0], GONE)
+    fake.script(vids[1], PRIVATE)
+    fake.script(vids[2], INVALID)
+    fake.script(vids[3], UNEMBEDDABLE)
+    fake.script(vids[4], error(503), error(502), RESET)  # never recovers: unknown after retries
+    fake.script(vids[5], error(503))
+    fake.script(vids[6], error(500), error(500), LIVE)  # recovers on the last retry
+    events: list[ProgressEvent] = []
+    report = refresh_index(settings_for(tmp_path, fake), dry_run=True, progress=events.append,
+                           video_ids=vids, rate_per_s=None, max_retries=2, concurrency=4)
+    assert report.indexed == 40 and report.stale == 40 and report.checked == 40
+    assert report.states == {"live": 34, "gone": 1, "private": 1, "invalid": 1, "unembeddable": 1, "unknown": 2}
+    assert report.dead == 3 and report.dead_by_state == {"gone": 1, "private": 1, "invalid": 1}
+    assert report.unknown == 2 and not report.rebuilt and report.stopped is None
+    assert fake.requests[vids[6]] == 3 and fake.requests[vids[5]] == 3  # retried, then gave up
+    # progress: one "check" stage that counts to the total
+    checks = [e for e in events if e.stage == "check"]
+    assert checks[0].done == 0 and checks[-1].done == checks[-1].total == 40 and checks[-1].unit == "videos"
+    assert [e.done for e in checks] == sorted(e.done for e in checks)
+
+    fake.reset_counts()
+    again = refresh_index(settings_for(tmp_path, fake), dry_run=True, video_ids=vids, rate_per_s=None,
+                          max_retries=0)
+    # every answer is fresh (even "unknown", for minutes): nothing to ask
+    assert again.stale == 0 and fake.total_requests == 0
+    assert again.dead == 3
+
+
+def test_long_retry_after_stops_politely(fake, tmp_path):
+    vids = ids(30)
+    fake.script(vids[0], ratelimit("3600"))
+    report = refresh_index(settings_for(tmp_path, fake), video_ids=vids, rate_per_s=None, concurrency=1,
+                           max_retry_after_s=5)
+    assert report.stopped and "wait 3600 s" in report.stopped
+    assert fake.total_requests == 1  # nothing more asked while YouTube said wait
+    assert not report.rebuilt
+
+
+CHILD = """
+import sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from core.config import Settings
+from core.liveness.refresh import refresh_index
+vids = [f"v{{i:010d}}"[:11] for i in range({n})]
+def progress(e):
+    print(e.done, flush=True)
+refresh_index(Settings(data_dir=Path({data!r}), youtube_oembed_url={url!r}), video_ids=vids,
+              rate_per_s=None, concurrency=4, progress=progress, dry_run=True)
+print("finished", flush=True)
+"""
+
+
+def test_killed_refresh_resumes_without_loss_or_repeats(fake, tmp_path):
+    """SIGKILL mid-check (no chance to clean up), then resume: every answer the killed run reported
+    is kept, and the resumed run asks exactly the videos without an answer, once each."""
+    n = 200
+    vids = ids(n)
+    fake.latency_s = 0.02
+    for v in vids[::9]:
+        fake.script(v, GONE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(root=str(PROJECT_ROOT), n=n, data=str(tmp_path), url=fake.url)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while sum(fake.completed.values()) < 60 and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.005)
+    os.kill(child.pid, signal.SIGKILL)
+    out, err = child.communicate()
+    assert child.returncode == -signal.SIGKILL, err
+    assert "finished" not in out
+    reported = max((int(x) for x in out.split()), default=0)
+    first_run = dict(fake.requests)
+
+    cache = LivenessCache.for_data_dir(tmp_path)
+    answered = set(cache.get_many(vids))
+    assert 30 <= len(answered) < n  # killed mid-way (answers in flight at the kill are simply not there)
+    assert len(answered) >= reported  # nothing the killed run reported as done was lost
+    assert all(first_run.get(v) == 1 for v in answered)
+
+    fake.reset_counts()
+    report = refresh_index(settings_for(tmp_path, fake), video_ids=vids, rate_per_s=None, concurrency=4,
+                           dry_run=True)
+    assert report.stale == n - len(answered) == report.checked
+    assert all(fake.requests[v] == 0 for v in answered)           # nothing asked twice
+    assert all(fake.requests[v] == 1 for v in vids if v not in answered)
+    assert set(cache.get_many(vids)) == set(vids)                  # nothing lost
+    assert report.dead == len(vids[::9])
+
+
+# -- the full refresh: checks, rebuild without the dead, atomic swap --------------------------------
+
+def copy_data_dir(src: Path, dst: Path) -> Path:
+    """A private copy of the shared small index (a refresh swaps builds; others use the original)."""
+    shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("liveness.sqlite*"))
+    return dst
+
+
+@pytest.mark.slow
+def test_full_refresh_rebuilds_without_dead_and_swaps_atomically(fake, tmp_path, small_index_dir):
+    from core.index.store import open_current
+
+    data = copy_data_dir(small_index_dir, tmp_path / "data")
+    old = open_current(data)
+    old_path, old_ids = old.path, old.video_ids()
+    assert len(old_ids) > 20
+    gone, private, invalid = old_ids[3], old_ids[10], old_ids[17]
+    fake.script(gone, GONE)
+    fake.script(private, PRIVATE)
+    fake.script(invalid, INVALID)
+    fake.script(old_ids[5], UNEMBEDDABLE)  # still plays: must stay
+
+    seen_during_build: list[Path] = []
+
+    def progress(event: ProgressEvent) -> None:
+        if event.stage != "check":
+            # while the new build is being made, the old one is what readers (the bot) get
+            current = open_current(data)
+            seen_during_build.append(current.path)
+            assert current.video_ids() == old_ids
+
+    report = refresh_index(settings_for(data, fake), progress=progress, rate_per_s=None, concurrency=16)
+    assert report.checked == len(old_ids) and report.stopped is None
+    assert report.dead == 3 and report.rebuilt
+    assert seen_during_build and set(seen_during_build) == {old_path}
+
+    new = open_current(data)
+    assert new.path != old_path and str(new.path) == report.new_build
+    new_ids = set(new.video_ids())
+    assert new_ids == set(old_ids) - {gone, private, invalid}
+    assert old_ids[5] in new_ids
+    assert new.manifest.get("sources") == old.manifest.get("sources")
+
+    # a second refresh finds everything fresh and nothing to drop: no requests, no rebuild
+    fake.reset_counts()
+    again = refresh_index(settings_for(data, fake), rate_per_s=None)
+    assert again.stale == 0 and fake.total_requests == 0 and not again.rebuilt
+    assert open_current(data).path == new.path
+
+
+@pytest.mark.slow
+def test_cli_dry_run_changes_nothing_and_reports(fake, tmp_path, small_index_dir, monkeypatch, capsys):
+    from bot.cli import main
+    from core.index.store import open_current
+
+    data = copy_data_dir(small_index_dir, tmp_path / "data")
+    old = open_current(data)
+    vids = old.video_ids()
+    # the CLI checks at the polite default rate (10/s): pre-answer most videos, leave 8 stale
+    LivenessCache.for_data_dir(data).put_many(OEmbedResult(v, "live") for v in vids[8:])
+    fake.script(vids[0], GONE)
+    monkeypatch.setenv("YOUTUBE_OEMBED_URL", fake.url)
+    assert main(["index", "refresh", "--index", str(data), "--dry-run"]) == 0
+    out = capsys.readouterr()
+    assert f"{len(vids):,} indexed videos" in out.out
+    assert "dry run: a refresh would rebuild the index without these 1 videos" in out.out
+    assert "8 needed a check" in out.out
+    assert "check" in out.err  # the progress bar went to stderr
+    assert fake.total_requests == 8
+    assert open_current(data).path == old.path
