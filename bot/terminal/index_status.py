@@ -1,0 +1,50 @@
+"""``echovids index status``: what the current build holds, from its manifest."""
+
+from __future__ import annotations
+
+import json
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def run(args, settings) -> int:
+    from core.index import store
+
+    build = store.open_current(settings.data_dir)
+    m = build.manifest
+    size = build.disk_bytes()
+    if args.json:
+        print(json.dumps({"data_dir": str(settings.data_dir), "current": build.build_id, "path": str(build.path),
+                          "size_bytes": size, "manifest": m}, indent=2))
+        return 0
+    c = m.get("counts", {})
+    print(f"current build   {build.build_id}  ({build.path})")
+    print(f"built at        {m.get('built_at')}  in {m.get('build_seconds')} s  (code {m.get('code_version')})")
+    print(f"vectors         {c.get('vectors', 0):,}")
+    print(f"segments        {c.get('segments', 0):,}  ({c.get('audioset_segments', 0):,} AudioSet, "
+          f"{c.get('library_segments', 0):,} library; {c.get('videos', 0):,} videos)")
+    print(f"size on disk    {_human_bytes(size)}")
+    print(f"embedder        {m.get('embedder')}  PCA sha256 {m.get('pca_sha256') or 'n/a'}")
+    print(f"metric          {m.get('metric')}")
+    ann = m.get("ann", {})
+    shards = ann.get("shards", [])
+    kinds = ", ".join(sorted({s['kind'] for s in shards}))
+    print(f"scann           {len(shards)} shard(s), {kinds}")
+    lh = m.get("labelhead")
+    print(f"label head      {'mlp, hidden ' + str(lh['hidden']) if lh else 'none'}")
+    src = m.get("sources", {})
+    for d in src.get("audioset", []):
+        print(f"source audioset {d}")
+    for d in src.get("library", []):
+        print(f"source library  {d}")
+    print(f"skipped         {c.get('bad_shards', 0)} bad shard(s), {c.get('skipped_records', 0)} empty record(s), "
+          f"{c.get('excluded_records', 0)} excluded, {c.get('library_errors', 0)} library error(s)")
+    for p in m.get("problems", [])[:10]:
+        print(f"  problem: {p}")
+    return 0

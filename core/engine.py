@@ -1,0 +1,307 @@
+"""The engine facade: one object the CLI and the bot drive, whatever the query kind.
+
+``Engine.search`` is synchronous and CPU-bound (decode → embed → search → metadata) and safe to
+call from several worker threads; ``Engine.answer`` runs it in an executor and then, when asked,
+lets the liveness checker drop dead videos. The current build is re-checked cheaply on every
+query (``reload``), so a rebuild swapped in by ``index build``/``refresh`` is picked up without a
+restart, while searches already running keep the build they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+from core.errors import BadQueryError, IndexMissingError
+from core.index import store
+from core.index.library import timestamped_url
+from core.results import Heard, Match, Query, QueryInfo, SearchResponse, youtube_url
+from core.search import Hit, Ranker
+
+_VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+_T_PARTS = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
+OVERFETCH = 3
+
+
+def parse_youtube(ref: str) -> tuple[str, int | None]:
+    """A YouTube URL or bare id → (video id, start second or None). BadQueryError if it is neither.
+
+    Accepts ``watch?v=``, ``youtu.be/``, ``shorts/``, ``embed/``, ``live/``, ``v/`` forms and ``t=`` /
+    ``start=`` as ``75``, ``75s``, ``1m15s``, ``1h2m3s`` (query string or ``#t=`` fragment).
+    """
+    ref = (ref or "").strip()
+    if _VIDEO_ID.match(ref):
+        return ref, None
+    url = ref if "://" in ref else "https://" + ref
+    parts = urlsplit(url)
+    host = parts.netloc.lower().split(":")[0]
+    host = host[4:] if host.startswith("www.") else host
+    host = host[2:] if host.startswith("m.") else host
+    query = parse_qs(parts.query)
+    video_id = None
+    if host == "youtu.be":
+        video_id = parts.path.strip("/").split("/")[0]
+    elif host in ("youtube.com", "music.youtube.com", "youtube-nocookie.com"):
+        path = parts.path.strip("/").split("/")
+        if path[0] == "watch":
+            video_id = (query.get("v") or [None])[0]
+        elif path[0] in ("shorts", "embed", "live", "v", "e") and len(path) > 1:
+            video_id = path[1]
+    if not video_id or not _VIDEO_ID.match(video_id):
+        raise BadQueryError(f"not a YouTube video URL or id: {ref!r}")
+    t_text = (query.get("t") or query.get("start") or [None])[0]
+    if t_text is None and parts.fragment.startswith("t="):
+        t_text = parts.fragment[2:]
+    return video_id, _parse_t(t_text) if t_text else None
+
+
+def _parse_t(text: str) -> int:
+    m = _T_PARTS.match(text.strip().lower())
+    if not m or not any(m.groups()):
+        raise BadQueryError(f"cannot read the time {text!r} (use 75, 75s or 1m15s)")
+    h, mnt, s = (int(x) if x else 0 for x in m.groups())
+    return h * 3600 + mnt * 60 + s
+
+
+@dataclass
+class _Loaded:
+    build: store.IndexBuild
+    ranker: Ranker
+
+
+class Engine:
+    """Facade over the current index build, the embedder and (optionally) the liveness checker."""
+
+    def __init__(self, settings, *, checkpoint=None, pca_params=None, liveness=None):
+        self.settings = settings
+        self.checkpoint = checkpoint
+        self.pca_params = pca_params
+        self.liveness = liveness
+        self._loaded: _Loaded | None = None
+        self._lock = threading.Lock()
+        self._embedder = None
+        self._last_check = 0.0
+
+    # -- the build -------------------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Switch to the current build if the pointer changed; True when a new build was loaded."""
+        name = store.read_pointer(Path(self.settings.data_dir))
+        loaded = self._loaded
+        if loaded is not None and name == loaded.build.build_id:
+            return False
+        if name is None:
+            if loaded is None:
+                raise IndexMissingError(f"no index in {self.settings.data_dir}; run `echovids index build` first")
+            return False  # keep serving what we have
+        with self._lock:
+            loaded = self._loaded
+            if loaded is not None and name == loaded.build.build_id:
+                return False
+            build = store.open_current(Path(self.settings.data_dir))
+            ranker = Ranker(build)
+            _ = build.ann  # load the searcher before swapping so queries never wait on it
+            self._loaded = _Loaded(build, ranker)
+            return True
+
+    def _current(self) -> _Loaded:
+        self.reload()
+        assert self._loaded is not None
+        return self._loaded
+
+    @property
+    def build(self) -> store.IndexBuild:
+        return self._current().build
+
+    @property
+    def index_size(self) -> int:
+        try:
+            return self._current().build.size
+        except IndexMissingError:
+            return 0
+
+    @property
+    def manifest(self) -> dict:
+        try:
+            return self._current().build.manifest
+        except IndexMissingError:
+            return {}
+
+    @property
+    def embedder(self):
+        """VGGish, loaded on first use (only audio queries need it)."""
+        if self._embedder is None:
+            with self._lock:
+                if self._embedder is None:
+                    from core.vggish import load_embedder
+
+                    self._embedder = load_embedder(self.settings, self.checkpoint, self.pca_params)
+        return self._embedder
+
+    def warm_up(self) -> None:
+        """Load the index (and its searcher) now rather than on the first query."""
+        self._current()
+
+    # -- queries ---------------------------------------------------------------------------------------
+    def search(self, query: Query) -> SearchResponse:
+        t0 = time.perf_counter()
+        loaded = self._current()
+        top = max(1, int(query.top))
+        want = top * OVERFETCH
+        if query.kind == "audio":
+            vectors = self._embed_audio(query.audio)
+            resp = self._search_vectors(loaded, vectors, want, QueryInfo("audio", len(vectors), "vggish"))
+        elif query.kind == "embeddings":
+            vectors = check_embeddings(query.embeddings)
+            resp = self._search_vectors(loaded, vectors, want, QueryInfo("embeddings", len(vectors), None))
+        elif query.kind == "like":
+            resp = self._search_like(loaded, query.like or "", want)
+        elif query.kind == "text":
+            resp = self._search_text(loaded, query.text or "", want)
+        else:
+            raise BadQueryError(f"unknown query kind {query.kind!r}")
+        resp.elapsed_s = time.perf_counter() - t0
+        resp.index_size = loaded.build.size
+        return resp
+
+    async def answer(self, query: Query, *, executor=None) -> SearchResponse:
+        loop = asyncio.get_running_loop()
+        resp = await loop.run_in_executor(executor, self.search, query)
+        if query.live_check and self.liveness is not None:
+            t0 = time.perf_counter()
+            resp.results = await self.liveness.filter(resp.results, want=query.top, budget_s=self.settings.live_budget_s)
+            resp.elapsed_s += time.perf_counter() - t0
+        else:
+            resp.results = resp.results[: query.top]
+        return resp
+
+    def search_many(self, batch: list[np.ndarray], top: int) -> list[SearchResponse]:
+        """Several embeddings queries in one call (the ``[Q,n,128]`` CLI form), in order."""
+        return [self.search(Query(kind="embeddings", embeddings=q, top=top, live_check=False)) for q in batch]
+
+    # -- the query kinds ---------------------------------------------------------------------------------
+    def _embed_audio(self, audio) -> np.ndarray:
+        from core.audio import AudioLimits, decode_audio
+
+        if audio is None:
+            raise BadQueryError("no audio given")
+        wave = decode_audio(audio, AudioLimits.from_settings(self.settings))
+        vectors = np.asarray(self.embedder.embed(wave.samples), dtype=np.uint8)
+        if len(vectors) == 0:
+            raise BadQueryError("the audio is too short to embed")
+        return vectors
+
+    def _search_vectors(self, loaded: _Loaded, vectors: np.ndarray, want: int, info: QueryInfo,
+                        exclude_segments: np.ndarray | None = None) -> SearchResponse:
+        hits, probs = loaded.ranker.search(vectors, want, exclude_segments=exclude_segments)
+        heard = _heard(probs, loaded.build.label_names)
+        return SearchResponse(query=info, results=self._matches(loaded, hits, want), heard=heard)
+
+    def _search_like(self, loaded: _Loaded, ref: str, want: int) -> SearchResponse:
+        video_id, t = parse_youtube(ref)
+        segs = loaded.build.segments_of_video(video_id)
+        if not segs:
+            raise BadQueryError(f"video {video_id} is not in the index; --like works for indexed videos only")
+        if t is None:
+            seg = segs[0]
+            lo = 0
+        else:
+            seg = min(segs, key=lambda s: 0 if s.start_seconds <= t < s.start_seconds + s.n_seconds
+                      else min(abs(t - s.start_seconds), abs(t - s.start_seconds - s.n_seconds)))
+            lo = int(np.clip(t - int(seg.start_seconds), 0, seg.n_seconds - 1))
+        hi = min(seg.n_seconds, lo + 10)
+        lo = max(0, min(lo, hi - 5))  # at least five seconds when the segment has them
+        first = int(loaded.ranker.seg_first[seg.id])
+        vectors = np.asarray(loaded.build.vectors[first + lo:first + hi])
+        exclude = np.array([s.id for s in segs], dtype=np.int64)
+        return self._search_vectors(loaded, vectors, want, QueryInfo("like", len(vectors), "vggish"),
+                                    exclude_segments=exclude)
+
+    def _search_text(self, loaded: _Loaded, text: str, want: int) -> SearchResponse:
+        labelset = loaded.build.labelset()
+        weights = labelset.match_text(text)
+        r = loaded.ranker
+        w = np.zeros(len(labelset), dtype=np.float64)
+        for i, x in weights.items():
+            w[i] = x
+        per_seg = np.bincount(r.label_seg, weights=w[r.label_idx], minlength=r.n_segments)
+        cand = np.flatnonzero(per_seg > 0)
+        if len(cand) == 0:
+            return SearchResponse(query=QueryInfo("text", None, None), results=[])
+        cand = cand[np.argsort(-per_seg[cand], kind="stable")[:2000]]
+        # Evidence per second from the stored per-row label view: where the sound is strongest.
+        lens = r.seg_len[cand]
+        rows = np.concatenate([np.arange(r.seg_first[s], r.seg_first[s] + n) for s, n in zip(cand, lens)])
+        owner = np.repeat(np.arange(len(cand)), lens)
+        probs = loaded.build.row_label_probs(rows, len(labelset))
+        ev = probs @ w.astype(np.float32) / max(1e-6, w.sum())
+        best_ev = np.zeros(len(cand))
+        np.maximum.at(best_ev, owner, ev)
+        mean_ev = np.bincount(owner, weights=ev, minlength=len(cand)) / lens
+        arg = np.zeros(len(cand), dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        for k in range(len(cand)):
+            arg[k] = int(np.argmax(ev[starts[k]:starts[k] + lens[k]]))
+        label_fit = per_seg[cand] / per_seg[cand].max()
+        score = np.clip(0.7 * label_fit + 0.3 * np.clip(mean_ev * 2, 0, 1), 0, 1)
+        order = np.argsort(-score, kind="stable")[: want * 2]
+        hits = [Hit(int(cand[i]), int(arg[i]), float(score[i]), float(label_fit[i]), float(best_ev[i]), np.inf, False)
+                for i in order]
+        return SearchResponse(query=QueryInfo("text", None, None), results=self._matches(loaded, hits, want))
+
+    # -- hits → contract ---------------------------------------------------------------------------------
+    def _matches(self, loaded: _Loaded, hits: list[Hit], want: int) -> list[Match]:
+        names = loaded.build.label_names
+        out: list[Match] = []
+        seen: set[str] = set()
+        for h in hits:
+            info = loaded.build.segment(h.segment)
+            key = info.video_id or info.path or f"seg{info.id}"
+            if key in seen:
+                continue
+            seen.add(key)
+            second_in = int(np.clip(h.offset, 0, max(0, info.n_seconds - 1)))
+            seg_start = int(round(info.start_seconds))
+            start = seg_start + second_in
+            labels = [names[i] if i < len(names) else f"label {i}" for i in info.labels]
+            if info.source == "library":
+                out.append(Match(video_id=None, start_seconds=start, url=timestamped_url(info.url, info.path, start),
+                                 score=float(np.clip(h.score, 0, 1)), labels=labels, title=info.title,
+                                 source="library", segment_start=seg_start, segment_end=seg_start + info.n_seconds))
+            else:
+                out.append(Match(video_id=info.video_id, start_seconds=start, url=youtube_url(info.video_id, start),
+                                 score=float(np.clip(h.score, 0, 1)), labels=labels, source="audioset",
+                                 segment_start=seg_start, segment_end=seg_start + info.n_seconds))
+            if len(out) >= want:
+                break
+        return out
+
+
+def _heard(probs: np.ndarray | None, names: list[str], k: int = 5) -> list[Heard]:
+    if probs is None:
+        return []
+    order = np.argsort(-probs)[:k]
+    return [Heard(names[i], float(probs[i])) for i in order if probs[i] >= 0.05]
+
+
+def check_embeddings(value) -> np.ndarray:
+    """A query's uint8 [n,128] vectors; anything else is BadQueryError (the CLI contract)."""
+    arr = np.asarray(value)
+    if arr.dtype != np.uint8:
+        raise BadQueryError(f"embeddings must be uint8, got {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[1] != 128 or arr.shape[0] == 0:
+        raise BadQueryError(f"embeddings must have shape [n,128], got {list(arr.shape)}")
+    return np.ascontiguousarray(arr)
+
+
+def open_engine(settings, **kwargs) -> Engine:
+    """An engine with its index loaded (IndexMissingError now rather than at the first query)."""
+    engine = Engine(settings, **kwargs)
+    engine.warm_up()
+    return engine

@@ -1,0 +1,1 @@
+"""The index stage: AudioSet/library ingest, build directories, ScaNN, and opening the current build."""

@@ -1,0 +1,164 @@
+"""ScaNN behind a small interface: build from uint8 vectors, serialize, load, search.
+
+Why this shape: the configuration depends on N (exact brute force is both fastest and exact for
+small N; partitioning + anisotropic hashing + reordering beyond), and at full AudioSet scale one
+ScaNN build would need more memory than the machine has, so rows are split into shards of at most
+``shard_rows`` vectors, each built and serialized on its own, searched one after the other and
+merged. Vectors are searched as dequantized float32 (``q*4/255-2``) under squared L2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_SHARD_ROWS = 4_500_000
+BRUTE_FORCE_BELOW = 30_000
+
+
+def dequantize(q: np.ndarray) -> np.ndarray:
+    """Inverse of the VGGish post-processor's clip-and-scale: uint8 → float32 in [-2, 2]."""
+    return np.asarray(q, dtype=np.float32) * np.float32(4.0 / 255.0) - np.float32(2.0)
+
+
+def _scann():
+    """Import ScaNN's pybind API without dragging in TensorFlow when it is not loaded yet.
+
+    ``import scann`` tries ``import tensorflow`` (for its TF ops, unused here) and costs ~2.5 s;
+    hiding TensorFlow for that one import keeps CLI start-up fast. If TF is already loaded this
+    is a plain import.
+    """
+    if "scann" in sys.modules:
+        from scann import scann_ops_pybind
+
+        return scann_ops_pybind
+    hide = "tensorflow" not in sys.modules
+    if hide:
+        sys.modules["tensorflow"] = None  # type: ignore[assignment]
+    try:
+        import scann  # noqa: F401
+        from scann import scann_ops_pybind
+    finally:
+        if hide:
+            sys.modules.pop("tensorflow", None)
+    return scann_ops_pybind
+
+
+def choose_config(n: int) -> dict:
+    """ScaNN parameters for a shard of n vectors (leaves ≈ √n; reorder depth from measured recall)."""
+    if n < BRUTE_FORCE_BELOW:
+        return {"kind": "brute", "n": n}
+    leaves = int(min(4000, max(64, round(math.sqrt(n)))))
+    return {
+        "kind": "ah",
+        "n": n,
+        "num_leaves": leaves,
+        "leaves_to_search": max(8, leaves // 12),
+        "reorder": 400 if n < 2_000_000 else 600,
+        "training_sample_size": int(min(n, 250_000)),
+        "int8_reorder": n > 1_000_000,
+    }
+
+
+def build_shard(vectors_u8: np.ndarray, out_dir: Path, config: dict, k: int = 100) -> None:
+    sp = _scann()
+    data = dequantize(vectors_u8)
+    if config["kind"] == "brute":
+        b = sp.builder(data, k, "squared_l2").score_brute_force()
+    else:
+        from scann import ReorderType
+
+        b = (sp.builder(data, k, "squared_l2")
+             .tree(num_leaves=config["num_leaves"], num_leaves_to_search=config["leaves_to_search"],
+                   training_sample_size=config["training_sample_size"])
+             .score_ah(2, anisotropic_quantization_threshold=0.2)
+             .reorder(config["reorder"], quantize=ReorderType.INT8 if config.get("int8_reorder") else ReorderType.FLOAT32))
+    b.set_n_training_threads(os.cpu_count() or 1)
+    searcher = b.build()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    searcher.serialize(str(out_dir), relative_path=True)
+    del searcher, data
+
+
+def build_ann(vectors_u8: np.ndarray, out_dir: Path, *, shard_rows: int = DEFAULT_SHARD_ROWS,
+              on_shard: Callable[[int, int], None] | None = None) -> dict:
+    """Build the searcher(s) for all rows; returns the ``ann`` section of the manifest."""
+    n = len(vectors_u8)
+    n_shards = max(1, math.ceil(n / shard_rows))
+    bounds = [round(i * n / n_shards) for i in range(n_shards + 1)]
+    shards = []
+    for i in range(n_shards):
+        lo, hi = bounds[i], bounds[i + 1]
+        config = choose_config(hi - lo)
+        build_shard(vectors_u8[lo:hi], out_dir / str(i), config)
+        shards.append({"dir": str(i), "offset": lo, "rows": hi - lo, **config})
+        if on_shard:
+            on_shard(i + 1, n_shards)
+    return {"metric": "squared_l2", "space": "dequantized", "shards": shards}
+
+
+class AnnIndex:
+    """Loaded searcher(s); ``search`` returns global row ids and squared-L2 distances, best first."""
+
+    def __init__(self, searchers: list, shards: list[dict]):
+        self.searchers = searchers
+        self.shards = shards
+
+    @classmethod
+    def load(cls, root: Path, ann_manifest: dict) -> AnnIndex:
+        sp = _scann()
+        shards = ann_manifest.get("shards") or json.loads((root / "shards.json").read_text())
+        searchers = [sp.load_searcher(str(root / s["dir"])) for s in shards]
+        return cls(searchers, shards)
+
+    def search(self, queries_u8: np.ndarray, k: int, *, leaves: int | None = None,
+               reorder: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        q = dequantize(np.atleast_2d(queries_u8))
+        all_rows, all_d = [], []
+        for searcher, s in zip(self.searchers, self.shards):
+            kk = min(k, s["rows"])
+            kwargs: dict = {"final_num_neighbors": kk}
+            if s["kind"] == "ah":
+                kwargs["leaves_to_search"] = leaves or s["leaves_to_search"]
+                kwargs["pre_reorder_num_neighbors"] = max(kk, reorder or s["reorder"])
+            if len(q) > 16:
+                rows, d = searcher.search_batched_parallel(q, **kwargs)
+            else:
+                rows, d = searcher.search_batched(q, **kwargs)
+            all_rows.append(rows.astype(np.int64) + s["offset"])
+            all_d.append(d)
+        if len(all_rows) == 1:
+            return all_rows[0], all_d[0]
+        rows = np.concatenate(all_rows, axis=1)
+        d = np.concatenate(all_d, axis=1)
+        order = np.argsort(d, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(rows, order, 1), np.take_along_axis(d, order, 1)
+
+
+def exact_search(vectors_u8: np.ndarray, queries_u8: np.ndarray, k: int, chunk: int = 500_000) -> tuple[np.ndarray, np.ndarray]:
+    """Exact squared-L2 neighbours by chunked matrix products (ground truth for recall)."""
+    q = dequantize(queries_u8)
+    qn = (q * q).sum(1)
+    best_d = np.full((len(q), 0), np.inf, dtype=np.float32)
+    best_r = np.zeros((len(q), 0), dtype=np.int64)
+    for lo in range(0, len(vectors_u8), chunk):
+        x = dequantize(vectors_u8[lo:lo + chunk])
+        d = qn[:, None] - 2 * q @ x.T + (x * x).sum(1)[None, :]
+        kk = min(k, d.shape[1])
+        part = np.argpartition(d, kk - 1, axis=1)[:, :kk]
+        best_d = np.concatenate([best_d, np.take_along_axis(d, part, 1)], 1)
+        best_r = np.concatenate([best_r, part + lo], 1)
+        order = np.argsort(best_d, 1)[:, :k]
+        best_d, best_r = np.take_along_axis(best_d, order, 1), np.take_along_axis(best_r, order, 1)
+    return best_r, best_d
+
+
+def recall_at_k(approx: np.ndarray, exact: np.ndarray, k: int = 10) -> float:
+    hits = sum(len(set(a[:k]) & set(e[:k])) for a, e in zip(approx, exact))
+    return hits / (len(exact) * k)

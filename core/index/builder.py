@@ -1,0 +1,228 @@
+"""The build pipeline: sources → vectors + metadata → label head → ScaNN → manifest → atomic swap.
+
+Everything is written into a fresh ``builds/.tmp-<id>`` folder and only renamed and pointed at
+when complete, so a failed or interrupted build never disturbs the current one. Bad shards are
+skipped, counted and named in the manifest; one bad file never aborts a build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from core import __version__
+from core.errors import EchoVidsError, IndexMissingError
+from core.index import store
+from core.index.labels import load_labels, resolve_meta_dir
+from core.index.tfrecord import ShardError, list_shards, read_shard
+from core.progress import ProgressCallback, ProgressEvent, no_progress
+
+
+class BuildError(EchoVidsError):
+    """The build has nothing to index or its sources are unusable."""
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def build_index(
+    settings,
+    *,
+    audioset_dirs: Iterable[str | Path] = (),
+    library_dirs: Iterable[str | Path] = (),
+    exclude_video_ids: frozenset[str] | set[str] = frozenset(),
+    progress: ProgressCallback | None = None,
+    shard_rows: int | None = None,
+    train_head: bool = True,
+) -> Path:
+    """Build a new index in ``settings.data_dir`` and make it current; returns the build path.
+
+    With neither ``audioset_dirs`` nor ``library_dirs``, the sources default to the current
+    build's manifest (so a refresh rebuilds the same index) and then to
+    ``settings.audioset_dirs``.
+    """
+    progress = progress or no_progress
+    t0 = time.time()
+    audioset_dirs = [Path(d) for d in audioset_dirs]
+    library_dirs = [Path(d) for d in library_dirs]
+    data_dir = Path(settings.data_dir)
+    if not audioset_dirs and not library_dirs:
+        try:
+            prev = store.open_current(data_dir).manifest.get("sources", {})
+            audioset_dirs = [Path(d) for d in prev.get("audioset", [])]
+            library_dirs = [Path(d) for d in prev.get("library", [])]
+        except IndexMissingError:
+            pass
+    if not audioset_dirs and not library_dirs:
+        audioset_dirs = list(settings.audioset_dirs)
+    if not audioset_dirs and not library_dirs:
+        raise BuildError("nothing to index: pass --audioset DIR or --library DIR, or set ECHOVIDS_AUDIOSET_DIR")
+
+    labels = load_labels(resolve_meta_dir(settings.audioset_meta, data_dir))
+
+    # -- ingest AudioSet -------------------------------------------------------------------------
+    shards = list_shards(audioset_dirs) if audioset_dirs else []
+    if audioset_dirs and not shards:
+        raise BuildError(f"no .tfrecord files under {', '.join(map(str, audioset_dirs))}")
+    vec_parts: list[np.ndarray] = []
+    segs: list[tuple] = []  # (source, video_id, start, n, labels, title, url, path)
+    bad_shards: list[str] = []
+    skipped_records = excluded = 0
+    for i, shard in enumerate(shards):
+        try:
+            records = read_shard(shard)
+        except ShardError as err:
+            bad_shards.append(str(err))
+            continue
+        for r in records:
+            if r.video_id in exclude_video_ids:
+                excluded += 1
+                continue
+            if len(r.embeddings) == 0:
+                skipped_records += 1
+                continue
+            good = [x for x in r.labels if 0 <= x < len(labels)]
+            vec_parts.append(r.embeddings)
+            segs.append((store.SOURCE_AUDIOSET, r.video_id, r.start_time_seconds, len(r.embeddings), good,
+                         None, None, None))
+        if (i + 1) % 50 == 0 or i + 1 == len(shards):
+            progress(ProgressEvent("ingest", i + 1, len(shards), "files", f"{len(segs):,} clips"))
+
+    # -- ingest the own library ---------------------------------------------------------------------
+    library_errors: list[str] = []
+    if library_dirs:
+        from core.index.library import ingest_library
+
+        items = ingest_library(settings, library_dirs, errors=library_errors,
+                               on_file=lambda d, t, name: progress(ProgressEvent("embed", d, t, "files", name)))
+        for it in items:
+            vec_parts.append(it.embeddings)
+            segs.append((store.SOURCE_LIBRARY, None, 0.0, len(it.embeddings), [], it.title, it.url, str(it.path)))
+    if not segs:
+        raise BuildError("the sources hold no usable clips" + (f" ({len(bad_shards)} bad shards)" if bad_shards else ""))
+
+    vectors = np.concatenate(vec_parts) if len(vec_parts) > 1 else vec_parts[0]
+    del vec_parts
+    seg_len = np.array([s[3] for s in segs], dtype=np.int32)
+    seg_first = np.zeros(len(segs), dtype=np.int64)
+    seg_first[1:] = np.cumsum(seg_len)[:-1]
+    row_segment = np.repeat(np.arange(len(segs), dtype=np.int32), seg_len)
+    row_second = (np.arange(len(vectors), dtype=np.int64) - np.repeat(seg_first, seg_len)).astype(np.int16)
+
+    tmp, build_id = store.new_build_dir(data_dir)
+    try:
+        np.save(tmp / "vectors.npy", vectors)
+        np.save(tmp / "row_segment.npy", row_segment)
+        np.save(tmp / "row_second.npy", row_second)
+        (tmp / "labels.json").write_text(json.dumps({
+            "names": labels.names, "mids": labels.mids, "descriptions": labels.descriptions,
+            "children": {str(k): v for k, v in labels.children.items()}}), encoding="utf-8")
+
+        # -- label head: trained on the indexed AudioSet clips' labels only -----------------------
+        head = None
+        labelled = [i for i, s in enumerate(segs) if s[4]]
+        if train_head and len(labelled) >= 50:
+            rows_l = np.concatenate([np.arange(seg_first[i], seg_first[i] + seg_len[i]) for i in labelled])
+            y = np.zeros((len(rows_l), len(labels)), dtype=np.uint8)
+            seg_of_row = row_segment[rows_l]
+            for j, i in enumerate(labelled):
+                pass
+            lab_ptr = np.zeros(len(segs) + 1, dtype=np.int64)
+            lab_ptr[1:] = np.cumsum([len(s[4]) for s in segs])
+            lab_idx = np.array([x for s in segs for x in s[4]], dtype=np.int64)
+            counts = np.diff(lab_ptr)[seg_of_row]
+            rr = np.repeat(np.arange(len(rows_l)), counts)
+            cc = lab_idx[np.concatenate([np.arange(lab_ptr[s], lab_ptr[s + 1]) for s in seg_of_row])] if len(rr) else []
+            y[rr, cc] = 1
+            from core.labelhead import top_k_view, train_label_head
+
+            head = train_label_head(vectors[rows_l], y, n_labels=len(labels),
+                                    on_epoch=lambda e, n: progress(ProgressEvent("train", e, n, "epochs")))
+            del y
+            head.save(tmp / "labelhead.npz")
+            progress(ProgressEvent("labels", 0, len(vectors), "vectors"))
+            idx, prob = top_k_view(head, vectors)
+            np.save(tmp / "row_labels_idx.npy", idx)
+            np.save(tmp / "row_labels_p.npy", prob)
+            progress(ProgressEvent("labels", len(vectors), len(vectors), "vectors"))
+            # Library files carry no labels: give each its head's confident labels.
+            for i, s in enumerate(segs):
+                if s[0] == store.SOURCE_LIBRARY:
+                    p = head.predict_clip(vectors[seg_first[i]:seg_first[i] + seg_len[i]])
+                    top = [int(x) for x in np.argsort(-p)[:5] if p[x] >= 0.2] or [int(np.argmax(p))]
+                    segs[i] = s[:4] + (top,) + s[5:]
+
+        lab_ptr = np.zeros(len(segs) + 1, dtype=np.int64)
+        lab_ptr[1:] = np.cumsum([len(s[4]) for s in segs])
+        lab_idx = np.array([x for s in segs for x in s[4]], dtype=np.int16)
+        np.savez(tmp / "segments.npz",
+                 seg_first_row=seg_first, seg_len=seg_len,
+                 seg_start=np.array([int(round(s[2])) for s in segs], dtype=np.int32),
+                 seg_source=np.array([s[0] for s in segs], dtype=np.uint8),
+                 label_ptr=lab_ptr, label_idx=lab_idx)
+        store.write_segments_db(tmp / "segments.sqlite", [
+            (i, store.SOURCE_NAMES[s[0]], s[1], float(s[2]), int(s[3]), int(seg_first[i]),
+             ",".join(map(str, s[4])), s[5], s[6], s[7])
+            for i, s in enumerate(segs)])
+
+        # -- ScaNN ------------------------------------------------------------------------------------
+        from core.index.ann import DEFAULT_SHARD_ROWS, build_ann
+
+        progress(ProgressEvent("scann", 0, None, "shards"))
+        t_ann = time.time()
+        ann = build_ann(vectors, tmp / "scann", shard_rows=shard_rows or DEFAULT_SHARD_ROWS,
+                        on_shard=lambda d, t: progress(ProgressEvent("scann", d, t, "shards")))
+        ann["build_seconds"] = round(time.time() - t_ann, 2)
+
+        pca = settings.vggish_pca_params()
+        n_audioset = sum(1 for s in segs if s[0] == store.SOURCE_AUDIOSET)
+        manifest = {
+            "format": store.FORMAT_VERSION,
+            "build_id": build_id,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_seconds": None,
+            "code_version": __version__,
+            "embedder": "vggish",
+            "pca_sha256": _sha256(pca) if Path(pca).is_file() else None,
+            "vector_dtype": "uint8",
+            "metric": "squared_l2 on dequantized vectors (q*4/255-2)",
+            "counts": {
+                "vectors": int(len(vectors)),
+                "segments": len(segs),
+                "audioset_segments": n_audioset,
+                "library_segments": len(segs) - n_audioset,
+                "videos": len({s[1] for s in segs if s[1]}),
+                "shard_files": len(shards),
+                "bad_shards": len(bad_shards),
+                "skipped_records": skipped_records,
+                "excluded_records": excluded,
+                "library_errors": len(library_errors),
+            },
+            "sources": {"audioset": [str(Path(d).resolve()) for d in audioset_dirs],
+                        "library": [str(Path(d).resolve()) for d in library_dirs]},
+            "excluded_video_ids": len(exclude_video_ids),
+            "problems": (bad_shards + library_errors)[:50],
+            "labelhead": None if head is None else {"kind": "mlp", "hidden": int(head.w1.shape[1]),
+                                                     "row_label_topk": 8, "trained_on_rows": int(len(rows_l))},
+            "labels": len(labels),
+            "ann": ann,
+        }
+        manifest["build_seconds"] = round(time.time() - t0, 2)
+        (tmp / store.MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        final = store.commit_build(data_dir, tmp, build_id)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    progress(ProgressEvent("done", 1, 1, "builds", f"{len(vectors):,} vectors in {time.time() - t0:.1f}s"))
+    return final

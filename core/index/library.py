@@ -1,0 +1,97 @@
+"""Your own audio library as an index source: every audio/video file under a folder, one segment each.
+
+Files go through the same path as a query (``core.audio`` decode → ``core.vggish`` embed +
+post-process), so library vectors live in the AudioSet space. An optional ``library.csv``
+(``path,url,title``; path relative to the folder) gives each file a link and a title; links that
+support a start time (YouTube, or any URL we can append ``#t=`` to) get the matched second.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import EchoVidsError
+
+AUDIO_EXTENSIONS = {".wav", ".mp3", ".ogg", ".opus", ".flac", ".m4a", ".aac", ".webm", ".mp4", ".mkv",
+                    ".mov", ".wma", ".aiff", ".aif", ".oga"}
+
+
+@dataclass
+class LibraryItem:
+    path: Path
+    title: str
+    url: str | None
+    embeddings: np.ndarray  # uint8 [n,128]
+
+
+def read_library_csv(folder: Path) -> dict[str, tuple[str | None, str | None]]:
+    f = folder / "library.csv"
+    if not f.is_file():
+        return {}
+    out: dict[str, tuple[str | None, str | None]] = {}
+    with f.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            p = (row.get("path") or "").strip()
+            if p:
+                out[str(Path(p))] = ((row.get("url") or "").strip() or None, (row.get("title") or "").strip() or None)
+    return out
+
+
+def list_library(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise EchoVidsError(f"library folder not found: {folder}")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def ingest_library(settings, folders: list[Path], *, on_file: Callable[[int, int, str], None] | None = None,
+                   errors: list[str] | None = None) -> list[LibraryItem]:
+    """Embed every file; a file that fails to decode is skipped and named in ``errors``."""
+    from core.audio import AudioLimits, decode_audio
+    from core.vggish import load_embedder
+
+    embedder = load_embedder(settings)
+    limits = AudioLimits.from_settings(settings)
+    # Library files may be long; allow up to an hour each while keeping the byte guard generous.
+    limits = type(limits)(max_bytes=max(limits.max_bytes, 2 * 2**30), max_seconds=3600.0,
+                          min_seconds=limits.min_seconds, timeout_s=max(limits.timeout_s, 600.0))
+    items: list[LibraryItem] = []
+    todo = [(folder, p) for folder in folders for p in list_library(Path(folder))]
+    meta = {Path(folder): read_library_csv(Path(folder)) for folder in folders}
+    for i, (folder, path) in enumerate(todo):
+        rel = str(path.relative_to(folder))
+        url, title = meta[Path(folder)].get(rel, (None, None))
+        try:
+            wave = decode_audio(path, limits)
+            emb = np.asarray(embedder.embed(wave.samples), dtype=np.uint8)
+        except EchoVidsError as err:
+            if errors is not None:
+                errors.append(f"{rel}: {err}")
+            continue
+        if len(emb):
+            items.append(LibraryItem(path.resolve(), title or path.stem, url, emb))
+        if on_file:
+            on_file(i + 1, len(todo), rel)
+    return items
+
+
+def timestamped_url(url: str | None, path: str | None, second: int) -> str:
+    """A link to the matched second: YouTube gets ``t=``, other http(s) links ``#t=``, files a file:// URL."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    if not url:
+        return Path(path).resolve().as_uri() if path else ""
+    parts = urlsplit(url)
+    host = parts.netloc.lower()
+    if "youtube.com" in host or "youtu.be" in host:
+        q = [(k, v) for k, v in parse_qsl(parts.query) if k != "t"]
+        if second > 0:
+            q.append(("t", str(int(second))))
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(q), parts.fragment))
+    if parts.scheme in ("http", "https") and second > 0 and not parts.fragment:
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, f"t={int(second)}"))
+    return url
