@@ -1,0 +1,248 @@
+"""The label bridge: ranking by labels, timestamps at the strongest second, the build's file layout,
+and the whole offline path (synthesized audio → YAMNet → bridge over real bal_train segments)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.bridge import BridgeHit, LabelBridge, heard_from_probs, query_profile
+from core.errors import BadQueryError
+
+SPEECH, MUSIC, DOG, BARK, CAT = 0, 137, 74, 75, 81  # AudioSet indices (class_labels_indices.csv)
+
+
+def _toy(n_speech: int = 30) -> tuple[LabelBridge, list[list[int]]]:
+    """Segments: 0 dog+bark, 1 cat, 2 music, then `n_speech` speech-only ones; 4 seconds each.
+
+    Per-second probabilities are what a label head would predict: the dog barks loudest at second 2.
+    """
+    seg_labels = [[DOG, BARK], [CAT], [MUSIC]] + [[SPEECH]] * n_speech
+    n_seg = len(seg_labels)
+    probs = np.zeros((n_seg * 4, 527), np.float32)
+    probs[0:4, DOG] = [0.3, 0.5, 0.9, 0.4]
+    probs[0:4, BARK] = [0.1, 0.4, 0.8, 0.2]
+    probs[0:4, SPEECH] = 0.2
+    probs[4:8, CAT] = [0.7, 0.8, 0.6, 0.5]
+    probs[8:12, MUSIC] = [0.9, 0.2, 0.9, 0.95]
+    probs[12:, SPEECH] = np.linspace(0.5, 0.95, n_speech * 4)
+    row_segment = np.repeat(np.arange(n_seg, dtype=np.int32), 4)
+    row_second = np.tile(np.arange(4, dtype=np.int16), n_seg)
+    return LabelBridge.from_dense(probs, row_segment, row_second, seg_labels), seg_labels
+
+
+def _profile(**labels: float) -> np.ndarray:
+    v = np.zeros(527, np.float32)
+    for name, p in labels.items():
+        v[globals()[name.upper()]] = p
+    return v
+
+
+def test_rare_label_beats_ubiquitous_speech_and_is_timestamped_at_its_peak():
+    bridge, _ = _toy()
+    # A voice note of someone talking while a dog barks: Speech is stronger than Dog.
+    hits = bridge.search(_profile(speech=0.7, dog=0.5, bark=0.4), top=5)
+    assert isinstance(hits[0], BridgeHit)
+    assert hits[0].segment == 0, hits[:3]
+    assert (hits[0].second, hits[0].row) == (2, 2)  # the bark peaks at second 2
+    assert 0 < hits[0].score <= 1
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    # The rest are speech segments (they share Speech), the louder speech first.
+    assert {h.segment for h in hits[1:]} <= set(range(3, 33))
+    assert hits[1].segment == 32 and hits[1].second == 3
+
+
+def test_each_family_finds_its_own_segment():
+    bridge, seg_labels = _toy()
+    assert bridge.search(_profile(cat=0.8), top=1)[0].segment == 1
+    music = bridge.search(_profile(music=0.9), top=3)
+    assert music[0].segment == 2 and music[0].second == 3
+    assert len(music) == 1  # nothing else shares a label: no filler with score 0
+    assert all(SPEECH in seg_labels[h.segment] for h in bridge.search(_profile(speech=0.9), top=10))
+
+
+def test_per_window_probabilities_are_pooled():
+    bridge, _ = _toy()
+    windows = np.stack([_profile(cat=0.9), _profile(cat=0.7), _profile(speech=0.1)])
+    np.testing.assert_allclose(query_profile(windows), windows.mean(0))
+    np.testing.assert_allclose(query_profile(windows, "max"), windows.max(0))
+    assert bridge.search(windows, top=1)[0].segment == 1
+
+
+def test_over_labelled_segments_do_not_win_by_carrying_everything():
+    seg_labels = [[DOG], list(range(40, 120))]  # segment 1 carries 80 labels, Dog among them
+    probs = np.zeros((2, 527), np.float32)
+    probs[0, DOG] = 0.8
+    probs[1, 40:48] = 0.5
+    probs[1, DOG] = 0.5
+    b = LabelBridge.from_dense(probs, np.array([0, 1]), np.array([0, 0]), seg_labels)
+    assert b.search(_profile(dog=0.8), top=2)[0].segment == 0
+
+
+def test_exclude_segments_and_top():
+    bridge, _ = _toy()
+    hits = bridge.search(_profile(dog=0.8, bark=0.6), top=3, exclude_segments=[0])
+    assert 0 not in [h.segment for h in hits]
+    assert len(bridge.search(_profile(speech=0.9), top=7)) == 7
+    assert bridge.search(_profile(speech=0.9), top=0) == []
+
+
+def test_without_a_row_view_clip_labels_still_rank():
+    seg_labels = [[SPEECH], [DOG, BARK], [MUSIC]]
+    ptr = np.array([0, 1, 3, 4])
+    b = LabelBridge(np.repeat([0, 1, 2], 2), np.tile([0, 1], 3), ptr, np.array([SPEECH, DOG, BARK, MUSIC]))
+    hits = b.search(_profile(dog=0.6, bark=0.5), top=3)
+    assert hits[0].segment == 1 and (hits[0].row, hits[0].second) == (-1, 0)
+
+
+def test_rows_need_not_be_grouped_by_segment():
+    probs = np.zeros((6, 527), np.float32)
+    probs[:, DOG] = [0.2, 0.1, 0.9, 0.3, 0.1, 0.2]
+    row_segment = np.array([0, 1, 0, 1, 0, 1])
+    row_second = np.array([0, 0, 1, 1, 2, 2])
+    b = LabelBridge.from_dense(probs, row_segment, row_second, [[DOG], [DOG]])
+    hits = b.search(_profile(dog=0.9), top=2)
+    assert (hits[0].segment, hits[0].second, hits[0].row) == (0, 1, 2)
+    assert (hits[1].segment, hits[1].second) == (1, 1)
+
+
+def test_bad_label_vectors_are_bad_queries():
+    bridge, _ = _toy()
+    with pytest.raises(BadQueryError):
+        bridge.search(np.zeros(521, np.float32))
+    with pytest.raises(BadQueryError):
+        bridge.search(np.full(527, np.nan, np.float32))
+    with pytest.raises(BadQueryError):
+        bridge.search(np.zeros((0, 527), np.float32))
+    assert bridge.search(np.zeros(527, np.float32)) == []  # nothing heard: nothing to match
+
+
+def test_concurrent_first_queries_prepare_once_and_agree():
+    bridge, _ = _toy(200)
+    expected_bridge, _ = _toy(200)
+    q = _profile(speech=0.7, dog=0.4)
+    expected = expected_bridge.search(q, top=10)
+    out: list[list[BridgeHit]] = []
+    threads = [threading.Thread(target=lambda: out.append(bridge.search(q, top=10))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(out) == 6 and all(o == expected for o in out)
+
+
+def test_heard_from_label_head_probabilities():
+    names = [f"label {i}" for i in range(527)]
+    names[DOG], names[BARK] = "Dog", "Bark"
+    probs = np.zeros((3, 527), np.float32)
+    probs[:, DOG] = [0.9, 0.8, 0.7]
+    probs[:, BARK] = 0.6
+    heard = heard_from_probs(probs, names)
+    assert [(h.label, round(h.score, 2)) for h in heard] == [("Dog", 0.8), ("Bark", 0.6)]
+
+
+# -- the build's own file layout (core.index.store) -------------------------------------------------
+def test_from_build_reads_the_store_layout(tmp_path: Path):
+    """Arrays written with the names and dtypes core.index.store documents, opened by IndexBuild."""
+    from core.index.store import IndexBuild
+
+    bridge_ref, seg_labels = _toy(5)
+    build = tmp_path / "build"
+    build.mkdir()
+    n_seg = len(seg_labels)
+    np.save(build / "row_segment.npy", np.repeat(np.arange(n_seg, dtype=np.int32), 4))
+    np.save(build / "row_second.npy", np.tile(np.arange(4, dtype=np.int16), n_seg))
+    ptr = np.zeros(n_seg + 1, np.int64)
+    ptr[1:] = np.cumsum([len(x) for x in seg_labels])
+    np.savez(build / "segments.npz", seg_first_row=np.arange(n_seg) * 4, seg_len=np.full(n_seg, 4),
+             seg_start=np.zeros(n_seg), label_ptr=ptr, label_idx=np.concatenate(seg_labels).astype(np.int32))
+    bridge_ref.warm()
+    idx, p = bridge_ref._row_view
+    np.save(build / "row_labels_idx.npy", np.asarray(idx, np.uint16))
+    np.save(build / "row_labels_p.npy", np.asarray(p, np.uint8))
+    (build / "manifest.json").write_text(json.dumps({"counts": {"vectors": n_seg * 4}}))
+    b = LabelBridge.from_build(IndexBuild(build))
+    q = _profile(speech=0.7, dog=0.5, bark=0.4)
+    assert b.search(q, top=5) == bridge_ref.search(q, top=5)
+    # A build without the label view still answers by clip labels.
+    (build / "row_labels_idx.npy").unlink()
+    (build / "row_labels_p.npy").unlink()
+    assert LabelBridge.from_build(IndexBuild(build)).search(q, top=1)[0].segment == 0
+
+
+# -- the whole offline path on real data -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bal_slice_bridge(bal_train_dir: Path):
+    """A bridge over ~250 real bal_train shards with a label head trained on them (as a build does)."""
+    from core.index.tfrecord import list_shards, read_shard
+    from core.labelhead import top_k_view, train_label_head
+
+    vecs, row_seg, row_sec, seg_labels = [], [], [], []
+    for shard in list_shards([bal_train_dir])[::16]:
+        for rec in read_shard(shard):
+            if len(rec.embeddings) == 0:
+                continue
+            vecs.append(rec.embeddings)
+            row_seg.append(np.full(len(rec.embeddings), len(seg_labels), np.int32))
+            row_sec.append(np.arange(len(rec.embeddings), dtype=np.int16))
+            seg_labels.append(list(rec.labels))
+    vectors = np.concatenate(vecs)
+    row_segment = np.concatenate(row_seg)
+    head = train_label_head(vectors, [seg_labels[s] for s in row_segment], epochs=3, hidden=256)
+    idx, p = top_k_view(head, vectors, k=8)
+    ptr = np.zeros(len(seg_labels) + 1, np.int64)
+    ptr[1:] = np.cumsum([len(x) for x in seg_labels])
+    bridge = LabelBridge(row_segment, np.concatenate(row_sec), ptr, np.concatenate(seg_labels), idx, p)
+    return bridge, seg_labels
+
+
+@pytest.fixture(scope="module")
+def yamnet(tmp_path_factory: pytest.TempPathFactory, yamnet_model_path: Path, audioset_meta: Path):
+    from core.yamnet import YamnetModel
+
+    return YamnetModel(yamnet_model_path, audioset_labels_path=audioset_meta / "class_labels_indices.csv")
+
+
+def _family(audioset_meta: Path, root: str) -> set[int]:
+    from core.index.labels import load_labels
+
+    labels = load_labels(audioset_meta)
+    start = labels.names.index(root)
+    out, todo = {start}, [start]
+    while todo:
+        for c in labels.children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+@pytest.mark.parametrize("kind,root", [("speech", "Speech"), ("chords", "Music")])
+def test_synthesized_audio_finds_segments_of_its_family(kind, root, bal_slice_bridge, yamnet, audioset_meta,
+                                                        tmp_path: Path):
+    from core.audio import decode_audio
+    from tests.media import make_voice_note
+
+    if kind == "speech":
+        path = make_voice_note(tmp_path / "note.ogg", seconds=6.0, kind="speech")
+    else:
+        from tests.test_yamnet import CHORDS
+
+        path = tmp_path / "chords.wav"
+        subprocess.run([shutil.which("ffmpeg") or "ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
+                        "-i", CHORDS, str(path)], check=True, capture_output=True, timeout=60)
+    samples = decode_audio(path).samples
+    family = _family(audioset_meta, root)
+    assert yamnet.heard(samples)[0].label in {yamnet.audioset_names[i] for i in family}
+    bridge, seg_labels = bal_slice_bridge
+    hits = bridge.search(yamnet.audioset_scores(samples), top=5)
+    assert len(hits) == 5
+    in_family = [bool(family & set(seg_labels[h.segment])) for h in hits]
+    assert all(in_family), [[yamnet.audioset_names[i] for i in seg_labels[h.segment]] for h in hits]
+    assert all(0 <= h.second < 10 for h in hits)
