@@ -227,3 +227,31 @@ class FakeOEmbed:
 
 def live_body(title: str, channel: str) -> bytes:
     return json.dumps({"title": title, "author_name": channel}).encode()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.fakes.oembed_server --latency 0.05``: serve in this process (benchmarks run
+    the fake apart from the client so the two do not share a CPU-bound event loop); prints the URL."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    async def serve() -> None:
+        fake = FakeOEmbed(latency_s=args.latency)
+        print(await fake.start(args.port), flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await fake.stop()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
