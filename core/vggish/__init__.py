@@ -6,7 +6,7 @@ can be checked on its own against the reference formulas.
 
 from __future__ import annotations
 
-from core.vggish.embedder import VGGishEmbedder, clear_cache, load_embedder
+from core.vggish.embedder import VGGishEmbedder, check_model_files, clear_cache, load_embedder
 from core.vggish.postprocess import Postprocessor
 
-__all__ = ["VGGishEmbedder", "Postprocessor", "load_embedder", "clear_cache"]
+__all__ = ["VGGishEmbedder", "Postprocessor", "load_embedder", "check_model_files", "clear_cache"]

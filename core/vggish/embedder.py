@@ -82,12 +82,11 @@ _MODELS: dict[str, Any] = {}
 _LOCK = threading.Lock()
 
 
-def load_embedder(settings: Any, checkpoint: str | Path | None = None, pca_params: str | Path | None = None, *,
-                  raw: bool = False) -> VGGishEmbedder:
-    """The process-wide embedder for these model paths (flag > environment > DATA_DIR/models).
+def check_model_files(settings: Any, checkpoint: str | Path | None = None, pca_params: str | Path | None = None,
+                      *, raw: bool = False) -> tuple[Path, Path | None]:
+    """Resolve the model paths (flag > environment > DATA_DIR/models) and check they exist.
 
-    With ``raw=True`` the PCA file is not needed (``embed_raw`` only). Raises ModelMissingError
-    with the fix when a file is missing, before TensorFlow is even imported.
+    Cheap (no TensorFlow): front ends call it before decoding so a missing model is reported first.
     """
     ckpt = Path(settings.vggish_checkpoint(checkpoint)).expanduser()
     if not ckpt.exists() and not Path(str(ckpt) + ".index").exists():
@@ -99,6 +98,17 @@ def load_embedder(settings: Any, checkpoint: str | Path | None = None, pca_param
             raise ModelMissingError(
                 f"VGGish PCA params not found at {pca}; run `echovids model fetch` or set VGGISH_PCA_PARAMS"
             )
+    return ckpt, pca
+
+
+def load_embedder(settings: Any, checkpoint: str | Path | None = None, pca_params: str | Path | None = None, *,
+                  raw: bool = False) -> VGGishEmbedder:
+    """The process-wide embedder for these model paths (flag > environment > DATA_DIR/models).
+
+    With ``raw=True`` the PCA file is not needed (``embed_raw`` only). Raises ModelMissingError
+    with the fix when a file is missing, before TensorFlow is even imported.
+    """
+    ckpt, pca = check_model_files(settings, checkpoint, pca_params, raw=raw)
     key = (str(ckpt.resolve()), str(pca.resolve()) if pca else None)
     with _LOCK:
         found = _CACHE.get(key)
