@@ -138,7 +138,7 @@ def copy_data_dir(src: Path, dst: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_full_refresh_rebuilds_without_dead_and_swaps_atomically(fake, tmp_path, small_index_dir):
+def test_full_refresh_rebuilds_without_dead_and_swaps_atomically(fake, tmp_path, small_index_dir, audioset_meta):
     from core.index.store import open_current
 
     data = copy_data_dir(small_index_dir, tmp_path / "data")
@@ -151,19 +151,26 @@ def test_full_refresh_rebuilds_without_dead_and_swaps_atomically(fake, tmp_path,
     fake.script(invalid, INVALID)
     fake.script(old_ids[5], UNEMBEDDABLE)  # still plays: must stay
 
-    seen_during_build: list[Path] = []
+    seen: list[tuple[str, Path, int]] = []  # (stage, current build, its video count) per build event
 
     def progress(event: ProgressEvent) -> None:
         if event.stage != "check":
-            # while the new build is being made, the old one is what readers (the bot) get
             current = open_current(data)
-            seen_during_build.append(current.path)
-            assert current.video_ids() == old_ids
+            seen.append((event.stage, current.path, len(current.video_ids())))
 
-    report = refresh_index(settings_for(data, fake), progress=progress, rate_per_s=None, concurrency=16)
+    settings = settings_for(data, fake).with_overrides(audioset_meta=audioset_meta)
+    report = refresh_index(settings, progress=progress, rate_per_s=None, concurrency=16)
     assert report.checked == len(old_ids) and report.stopped is None
     assert report.dead == 3 and report.rebuilt
-    assert seen_during_build and set(seen_during_build) == {old_path}
+
+    # While the new build was being made the old one stayed current (what the bot serves), in full;
+    # the switch happened once, at the end, and never went back.
+    paths = [p for _, p, _ in seen]
+    switch = paths.index(Path(report.new_build)) if Path(report.new_build) in paths else len(paths)
+    assert switch >= 2, seen
+    assert all(p == old_path and n == len(old_ids) for _, p, n in seen[:switch])
+    assert all(p == Path(report.new_build) for p in paths[switch:])
+    assert old_path.exists()  # readers that opened it keep working after the swap
 
     new = open_current(data)
     assert new.path != old_path and str(new.path) == report.new_build
@@ -174,7 +181,7 @@ def test_full_refresh_rebuilds_without_dead_and_swaps_atomically(fake, tmp_path,
 
     # a second refresh finds everything fresh and nothing to drop: no requests, no rebuild
     fake.reset_counts()
-    again = refresh_index(settings_for(data, fake), rate_per_s=None)
+    again = refresh_index(settings, rate_per_s=None)
     assert again.stale == 0 and fake.total_requests == 0 and not again.rebuilt
     assert open_current(data).path == new.path
 
@@ -199,3 +206,32 @@ def test_cli_dry_run_changes_nothing_and_reports(fake, tmp_path, small_index_dir
     assert "check" in out.err  # the progress bar went to stderr
     assert fake.total_requests == 8
     assert open_current(data).path == old.path
+
+
+@pytest.mark.slow
+def test_cli_ctrl_c_keeps_answers_and_resume_asks_only_the_rest(fake, tmp_path, small_index_dir):
+    """The real command, interrupted like a moderator would (SIGINT), then resumed."""
+    from core.index.store import open_current
+
+    data = copy_data_dir(small_index_dir, tmp_path / "data")
+    vids = open_current(data).video_ids()
+    env = {**os.environ, "YOUTUBE_OEMBED_URL": fake.url, "PYTHONPATH": str(PROJECT_ROOT)}
+    child = subprocess.Popen([sys.executable, "-m", "bot.cli", "index", "refresh", "--index", str(data)],
+                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while sum(fake.completed.values()) < 15 and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 130, err
+    assert "echovids: interrupted" in err and "Traceback" not in err
+    first_run = dict(fake.requests)
+    answered = set(LivenessCache.for_data_dir(data).get_many(vids))
+    assert 10 <= len(answered) < len(vids)
+    assert all(first_run[v] == 1 for v in answered)
+
+    fake.reset_counts()
+    report = refresh_index(settings_for(data, fake), dry_run=True, rate_per_s=None, concurrency=16)
+    assert report.stale == len(vids) - len(answered)
+    assert not any(fake.requests[v] for v in answered)
+    assert sum(fake.requests.values()) == report.stale
