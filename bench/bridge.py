@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "echovids-bridge-bench")
     ap.add_argument("--no-yamnet", action="store_true")
+    ap.add_argument("--no-full", action="store_true")
     args = ap.parse_args()
     out: dict = {"load_avg_start": os.getloadavg()[0]}
 
@@ -155,20 +156,19 @@ def main() -> None:
     t = time.time()
     default = LabelBridge(*args_common).warm()
     out["bridge_prepare_s"] = round(time.time() - t, 2)
-    results = [evaluate(default, q_probs, "default (label 0.5 + geo row, idf)")]
+    results = [evaluate(default, q_probs, "default (clip labels → 400 candidates → 0.95 label + 0.05 geo row, idf)")]
     variants = {
-        "labels only": dict(label_weight=1.0),
-        "rows only (geo)": dict(label_weight=0.0),
-        "rows only (cosine)": dict(label_weight=0.0, row_mode="cosine"),
-        "rows only (presence)": dict(label_weight=0.0, row_mode="presence"),
-        "label 0.5 + cosine": dict(row_mode="cosine"),
-        "label 0.5 + presence": dict(row_mode="presence"),
-        "label 0.3 + geo": dict(label_weight=0.3),
-        "label 0.7 + geo": dict(label_weight=0.7),
+        "labels only (ties by index order)": dict(label_weight=1.0),
+        "label 0.85 + geo": dict(label_weight=0.85),
+        "label 0.5 + geo": dict(label_weight=0.5),
+        "label 0.95 + presence": dict(row_mode="presence"),
+        "label 0.95 + cosine": dict(row_mode="cosine"),
         "no idf": dict(idf_power=0.0),
-        "idf 0.5": dict(idf_power=0.5),
-        "no label-count damping": dict(label_count_power=0.0),
-        "label-count damping 0.5": dict(label_count_power=0.5),
+        "idf 1.5": dict(idf_power=1.5),
+        "label-count damping 0": dict(label_count_power=0.0),
+        "share rule (core.search) + geo": dict(label_mode="share"),
+        "candidates 100": dict(candidates=100),
+        "candidates 1000": dict(candidates=1000),
     }
     for name, kw in variants.items():
         results.append(evaluate(LabelBridge(*args_common, **kw), q_probs, name))
@@ -191,6 +191,9 @@ def main() -> None:
     out["quality"] = results
 
     # Scale: the same bridge over all 220k bal_train rows (index + held-out), timing only.
+    if args.no_full:
+        print(json.dumps(out, indent=1))
+        return
     t = time.time()
     idx_all, p_all = top_k_view(head, data["vectors"], k=8)
     full = LabelBridge(data["row_segment"], data["row_second"], data["label_ptr"], data["label_idx"], idx_all, p_all)

@@ -6,13 +6,16 @@ without any acoustic vector: every indexed segment has clip labels (ground truth
 library file's), and every indexed second has label probabilities predicted by the label head at
 build time (stored as a top-K view: ``uint16 [N, K]`` label ids and ``uint8 [N, K]`` probability×255).
 
-A segment's score mixes two views of the same question, "does this sound like the query?":
+Two stages, because the measurements (bench/bridge.py) say clip labels rank best and per-second
+probabilities are what place the timestamp:
 
-* **clip labels** — the share of the query's (idf-weighted) label mass that the segment's labels
-  cover, damped for segments that carry many labels (a segment labelled with everything would
-  otherwise match everything);
-* **per-second profile** — cosine between the query profile and each second's predicted label
-  probabilities, both idf-weighted; its best second gives the timestamp of the result.
+1. **clip labels**, over every segment — the share of the query's (idf-weighted) label mass that the
+   segment's labels cover, damped for segments that carry many labels (a segment labelled with
+   everything would otherwise match everything). The best ``candidates`` segments go on.
+2. **per-second profile**, over the candidates' seconds only — geometric mean of *presence* (how much
+   of the query's weight is predicted at that second) and *cosine* (whether the second is only that);
+   it breaks the many ties among segments with the same label set, and its best second is the
+   result's timestamp.
 
 idf weighting: AudioSet is dominated by Speech and Music, so a raw profile of "Speech 0.6, Dog 0.5,
 Bark 0.4" would rank any talking over the dog. Weighting a label by its rarity among indexed
@@ -21,8 +24,9 @@ segments (smoothed ``log(S/df)``) keeps the rare, telling labels in charge.
 The class takes plain arrays so it can be built from a build directory (:meth:`LabelBridge.from_build`)
 or from test data, and it never touches SQLite: results are (segment, second, row, score) and the
 caller (the engine) turns them into :class:`core.results.Match` with the segment metadata.
-Per-label posting lists are built once (~0.2 s at bal_train scale, 5 bytes per stored label) so a
-query touches only the rows that carry one of its labels.
+Stage 1 walks per-label segment lists (built once), stage 2 reads ~candidates × 10 rows of the
+top-K view, so a query costs a few milliseconds whatever the number of indexed seconds; the bridge
+keeps no per-row copy of its own (the top-K view stays memory-mapped).
 """
 
 from __future__ import annotations
@@ -45,8 +49,13 @@ N_LABELS = 527
 QUERY_LABELS = 12
 #: Query labels below this share of the top label's weight are dropped.
 QUERY_MIN_RELATIVE = 0.02
-#: Mix of the clip-label score and the best per-second cosine (see module docstring).
-LABEL_WEIGHT = 0.5
+#: Mix of the clip-label score and the best per-second score (see module docstring).
+LABEL_WEIGHT = 0.95
+#: Segments taken from stage 1 (clip labels) into stage 2 (per-second scores).
+CANDIDATES = 400
+#: A segment without clip labels (rare: library files get the head's confident labels at build)
+#: takes the labels whose mean per-second probability reaches this.
+PSEUDO_LABEL_MIN = 0.3
 #: Segments carrying many labels are damped by ``len(labels) ** -LABEL_COUNT_POWER``.
 LABEL_COUNT_POWER = 0.25
 #: idf exponent applied on each side (query and row) of the cosine.
@@ -113,6 +122,8 @@ class LabelBridge:
         idf_power: float = IDF_POWER,
         query_labels: int = QUERY_LABELS,
         row_mode: str = ROW_MODE,
+        label_mode: str = "coverage",
+        candidates: int = CANDIDATES,
     ):
         self.n_labels = int(n_labels)
         self.row_segment = np.asarray(row_segment)
@@ -120,22 +131,29 @@ class LabelBridge:
         self.n_rows = int(self.row_segment.shape[0])
         if self.row_second.shape[0] != self.n_rows:
             raise ValueError("row_segment and row_second differ in length")
-        ptr = np.asarray(seg_label_ptr, dtype=np.int64)
-        self.seg_label_ptr = ptr
+        self.seg_label_ptr = np.asarray(seg_label_ptr, dtype=np.int64)
         self.seg_label_idx = np.asarray(seg_label_idx, dtype=np.int64)
-        self.n_segments = int(ptr.shape[0] - 1)
+        self.n_segments = int(self.seg_label_ptr.shape[0] - 1)
         self.label_weight = float(label_weight)
         self.label_count_power = float(label_count_power)
         self.idf_power = float(idf_power)
         self.query_labels = int(query_labels)
+        self.candidates = int(candidates)
         if row_mode not in ("geo", "cosine", "presence"):
             raise ValueError(f"row_mode must be geo, cosine or presence, not {row_mode!r}")
-        self.row_mode = row_mode
+        if label_mode not in ("coverage", "share"):
+            raise ValueError(f"label_mode must be coverage or share, not {label_mode!r}")
+        self.row_mode, self.label_mode = row_mode, label_mode
         if (row_label_idx is None) != (row_label_p is None):
             raise ValueError("row_label_idx and row_label_p go together")
-        self._row_view = (row_label_idx, row_label_p) if row_label_idx is not None else None
+        self._row_idx = row_label_idx
+        self._row_p = row_label_p
         self._lock = threading.Lock()
         self._ready = False
+
+    @property
+    def has_row_view(self) -> bool:
+        return self._row_idx is not None
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -170,58 +188,78 @@ class LabelBridge:
         return cls(row_segment, row_second, ptr, flat, top.astype(np.uint16), q, n_labels=probs.shape[1], **kw)
 
     def _prepare(self) -> None:
-        """Inverted lists (label → segments, label → rows with probability) and idf; built once."""
+        """Label → segments lists, idf, and segment → rows; built once, on first use or :meth:`warm`."""
         with self._lock:
             if self._ready:
                 return
             n_lab, S = self.n_labels, self.n_segments
-            counts = np.diff(self.seg_label_ptr)
-            seg_of_entry = np.repeat(np.arange(S, dtype=np.int32), counts)
-            labs = self.seg_label_idx
+            rs = np.asarray(self.row_segment, dtype=np.int64)
+            if self.n_rows and not _is_sorted(rs):
+                self._row_order = np.argsort(rs, kind="stable")
+                rs_sorted = rs[self._row_order]
+            else:
+                self._row_order = None
+                rs_sorted = rs
+            self._seg_row_ptr = np.searchsorted(rs_sorted, np.arange(S + 1))
+
+            ptr, labs = self.seg_label_ptr, self.seg_label_idx
+            counts = np.diff(ptr)
+            seg_of_entry = np.repeat(np.arange(S, dtype=np.int64), counts)
+            extra_seg, extra_lab = self._pseudo_labels(np.flatnonzero(counts == 0))
+            seg_of_entry = np.concatenate([seg_of_entry, extra_seg])
+            labs = np.concatenate([labs, extra_lab])
+            counts = counts + np.bincount(extra_seg, minlength=S)
             ok = (labs >= 0) & (labs < n_lab)
             labs, seg_of_entry = labs[ok], seg_of_entry[ok]
             order = np.argsort(labs, kind="stable")
             self._lab_segs = seg_of_entry[order]
             self._lab_seg_ptr = np.searchsorted(labs[order], np.arange(n_lab + 1))
+            # For the "share" rule: entries grouped by segment.
+            by_seg = np.argsort(seg_of_entry, kind="stable")
+            self._entry_seg, self._entry_lab = seg_of_entry[by_seg], labs[by_seg]
             df = np.diff(self._lab_seg_ptr).astype(np.float64)
             self.idf = (np.log((S + 1.0) / (df + 1.0)) + 1.0).astype(np.float32)
+            self._idf_w = (self.idf ** self.idf_power).astype(np.float32)
+            self._common = np.argsort(-df, kind="stable")[:2]
             self._seg_damp = (np.maximum(counts, 1).astype(np.float32) ** -self.label_count_power).astype(np.float32)
-
-            # Runs of consecutive rows with one segment: max per run with reduceat.
-            rs = np.asarray(self.row_segment, dtype=np.int64)
-            if self.n_rows:
-                self._run_starts = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
-                self._run_seg = rs[self._run_starts]
-            else:
-                self._run_starts = self._run_seg = np.zeros(0, dtype=np.int64)
-            self._runs_unique = len(np.unique(self._run_seg)) == len(self._run_seg)
-            self._runs_sorted = self._runs_unique and _is_sorted(self._run_seg)
-
-            if self._row_view is not None:
-                idx, p = self._row_view
-                idx = np.asarray(idx)
-                K = idx.shape[1]
-                pf = np.asarray(p, dtype=np.float32)
-                if np.asarray(p).dtype == np.uint8:
-                    pf = pf / 255.0
-                w = self.idf ** self.idf_power
-                lab = idx.reshape(-1).astype(np.int64)
-                val = pf.reshape(-1)
-                keep = (val > 0) & (lab < n_lab)
-                rows = np.repeat(np.arange(self.n_rows, dtype=np.int32), K)[keep]
-                lab, val = lab[keep], val[keep]
-                weighted = val * w[lab]
-                norms = np.zeros(self.n_rows, dtype=np.float64)
-                np.add.at(norms, rows, weighted.astype(np.float64) ** 2)
-                self._row_inv_norm = np.where(norms > 0, 1.0 / np.sqrt(np.maximum(norms, 1e-30)), 0.0).astype(np.float32)
-                order = np.argsort(lab, kind="stable")
-                self._post_rows = rows[order]
-                self._post_val = val[order].astype(np.float32)
-                self._post_ptr = np.searchsorted(lab[order], np.arange(n_lab + 1))
             self._ready = True
 
+    def _rows_of(self, seg: int) -> np.ndarray:
+        lo, hi = int(self._seg_row_ptr[seg]), int(self._seg_row_ptr[seg + 1])
+        return np.arange(lo, hi) if self._row_order is None else self._row_order[lo:hi]
+
+    def _pseudo_labels(self, unlabelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels for segments that have none, from their seconds' predicted probabilities."""
+        segs: list[int] = []
+        labs: list[int] = []
+        if not self.has_row_view or unlabelled.size == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        for s in unlabelled.tolist():
+            rows = self._rows_of(s)
+            if rows.size == 0:
+                continue
+            mean = self._dense_rows(rows).mean(axis=0)
+            chosen = np.flatnonzero(mean >= PSEUDO_LABEL_MIN)
+            if chosen.size == 0:
+                chosen = np.array([int(np.argmax(mean))])
+            segs.extend([s] * len(chosen))
+            labs.extend(chosen.tolist())
+        return np.array(segs, np.int64), np.array(labs, np.int64)
+
+    def _view(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.asarray(self._row_idx[rows], dtype=np.int64)
+        raw = np.asarray(self._row_p[rows])
+        p = raw.astype(np.float32) / 255.0 if raw.dtype == np.uint8 else raw.astype(np.float32)
+        return np.minimum(idx, self.n_labels - 1), np.where(idx < self.n_labels, p, 0.0).astype(np.float32)
+
+    def _dense_rows(self, rows: np.ndarray) -> np.ndarray:
+        idx, p = self._view(rows)
+        out = np.zeros((len(rows), self.n_labels), dtype=np.float32)
+        np.put_along_axis(out, idx, p, axis=1)
+        return out
+
     def warm(self) -> LabelBridge:
-        """Build the inverted lists now (start-up) instead of on the first query."""
+        """Build the lists now (start-up) instead of on the first query."""
         self._prepare()
         return self
 
@@ -241,50 +279,69 @@ class LabelBridge:
             raise BadQueryError(f"label probabilities have {profile.shape[0]} labels, the index has {self.n_labels}")
         if self.n_segments == 0 or top <= 0:
             return []
-        weights = profile * self.idf ** self.idf_power
+        weights = profile * self._idf_w
         labels = np.argsort(-weights, kind="stable")[: self.query_labels]
         labels = labels[weights[labels] > max(float(weights[labels[0]]) * QUERY_MIN_RELATIVE, 1e-6)]
         if labels.size == 0:
             return []
-        qw = weights[labels]
+        qw = weights[labels].astype(np.float32)
 
-        # Clip labels: share of the query's weighted mass covered, damped by label count.
-        label_score = np.zeros(self.n_segments, dtype=np.float32)
-        for c, wc in zip(labels, qw):
-            segs = self._lab_segs[self._lab_seg_ptr[c]:self._lab_seg_ptr[c + 1]]
-            label_score[segs] += wc
-        label_score *= self._seg_damp / float(qw.sum())
-
-        # Per-second cosine, idf on both sides.
-        if self._row_view is not None and self.n_rows:
-            acc = self._row_scores(labels, qw)
-            run_max = np.maximum.reduceat(acc, self._run_starts)
-            seg_row = np.zeros(self.n_segments, dtype=np.float32)
-            if self._runs_unique:
-                seg_row[self._run_seg] = run_max
-            else:
-                np.maximum.at(seg_row, self._run_seg, run_max)
-            score = self.label_weight * label_score + (1.0 - self.label_weight) * seg_row
+        # Stage 1: clip labels over every segment.
+        if self.label_mode == "share":
+            label_score = self._share_scores(profile, labels)
         else:
-            acc = None
-            seg_row = np.zeros(self.n_segments, dtype=np.float32)
-            score = label_score
-
+            label_score = np.zeros(self.n_segments, dtype=np.float32)
+            for c, wc in zip(labels, qw):
+                label_score[self._lab_segs[self._lab_seg_ptr[c]:self._lab_seg_ptr[c + 1]]] += wc
+            label_score *= self._seg_damp / float(qw.sum())
         if exclude_segments is not None and len(exclude_segments):
-            score = score.copy()
-            score[np.asarray(exclude_segments, dtype=np.int64)] = -1.0
-        top = min(int(top), self.n_segments)
-        cand = np.argpartition(-score, top - 1)[:top]
-        cand = cand[np.lexsort((cand, -score[cand]))]
+            label_score[np.asarray(exclude_segments, dtype=np.int64)] = 0.0
+        n_cand = min(max(self.candidates, int(top) * 4), self.n_segments)
+        cand = np.argpartition(-label_score, n_cand - 1)[:n_cand]
+        cand = cand[label_score[cand] > 0]
+        if cand.size == 0:
+            return []
+
+        # Stage 2: per-second scores over the candidates' rows.
+        ls = label_score[cand]
+        if self.has_row_view and self.n_rows:
+            rows_list = [self._rows_of(int(s)) for s in cand]
+            lens = np.array([len(r) for r in rows_list])
+            rows = np.concatenate(rows_list) if rows_list else np.zeros(0, np.int64)
+            row_score = self._row_scores(rows, labels, qw)
+            seg_row = np.zeros(len(cand), dtype=np.float32)
+            best_row = np.full(len(cand), -1, dtype=np.int64)
+            starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+            for k in np.flatnonzero(lens):
+                part = row_score[starts[k]:starts[k] + lens[k]]
+                j = int(np.argmax(part))
+                seg_row[k], best_row[k] = part[j], rows[starts[k] + j]
+            score = self.label_weight * ls + (1.0 - self.label_weight) * seg_row
+        else:
+            seg_row = np.zeros(len(cand), dtype=np.float32)
+            best_row = np.full(len(cand), -1, dtype=np.int64)
+            score = ls
+        order = np.lexsort((cand, -score))[: int(top)]
         hits = []
-        for s in cand:
-            if score[s] <= 0:
-                break
-            row, second = self._best_row(int(s), acc)
-            hits.append(BridgeHit(int(s), second, row, float(score[s]), float(label_score[s]), float(seg_row[s])))
+        for k in order:
+            r = int(best_row[k])
+            second = int(self.row_second[r]) if r >= 0 else 0
+            hits.append(BridgeHit(int(cand[k]), second, r, float(score[k]), float(ls[k]), float(seg_row[k])))
         return hits
 
-    def _row_scores(self, labels: np.ndarray, qw: np.ndarray) -> np.ndarray:
+    def _share_scores(self, profile: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Chance that the segment shares one of the query's labels, ``1 - Π(1 - p_l)`` over its
+        labels, mixed 40/60 with the same ignoring the two most common labels (core.search's rule,
+        kept as a measured alternative)."""
+        p = np.zeros(self.n_labels, dtype=np.float64)
+        p[labels] = np.clip(profile[labels], 0, 0.999)
+        contrib = np.log1p(-p)[np.clip(self._entry_lab, 0, self.n_labels - 1)]
+        any_ = 1 - np.exp(np.bincount(self._entry_seg, weights=contrib, minlength=self.n_segments))
+        strict_c = np.where(np.isin(self._entry_lab, self._common), 0.0, contrib)
+        strict = 1 - np.exp(np.bincount(self._entry_seg, weights=strict_c, minlength=self.n_segments))
+        return (0.4 * any_ + 0.6 * strict).astype(np.float32)
+
+    def _row_scores(self, rows: np.ndarray, labels: np.ndarray, qw: np.ndarray) -> np.ndarray:
         """Per-row score in [0, 1] for query labels ``labels`` with idf-weighted weights ``qw``.
 
         ``presence`` = share of the query's weight present at that second (Σ w·p / Σ w): how
@@ -293,42 +350,21 @@ class LabelBridge:
         0.2 and nothing else has the same profile as one with Dog 0.9 — and presence alone favours
         busy seconds, so the default is their geometric mean.
         """
-        presence = np.zeros(self.n_rows, dtype=np.float32) if self.row_mode != "cosine" else None
-        cosine = np.zeros(self.n_rows, dtype=np.float32) if self.row_mode != "presence" else None
-        idf_w = self.idf ** self.idf_power
-        for c, wc in zip(labels, qw):
-            lo, hi = self._post_ptr[c], self._post_ptr[c + 1]
-            rows, vals = self._post_rows[lo:hi], self._post_val[lo:hi]
-            if presence is not None:
-                presence[rows] += wc * vals
-            if cosine is not None:
-                cosine[rows] += (wc * idf_w[c]) * vals
-        if presence is not None:
-            presence /= float(qw.sum())
-        if cosine is not None:
-            cosine *= self._row_inv_norm / float(np.sqrt((qw.astype(np.float64) ** 2).sum()))
-            np.clip(cosine, 0.0, 1.0, out=cosine)
+        if rows.size == 0:
+            return np.zeros(0, dtype=np.float32)
+        idx, p = self._view(rows)
+        wq = np.zeros(self.n_labels, dtype=np.float32)
+        wq[labels] = qw
+        presence = (wq[idx] * p).sum(axis=1) / float(qw.sum())
         if self.row_mode == "presence":
-            return presence
+            return presence.astype(np.float32)
+        rv = self._idf_w[idx] * p
+        norm = np.sqrt((rv * rv).sum(axis=1)) * float(np.sqrt((qw.astype(np.float64) ** 2).sum()))
+        cosine = np.where(norm > 0, (wq[idx] * rv).sum(axis=1) / np.maximum(norm, 1e-12), 0.0)
+        cosine = np.clip(cosine, 0.0, 1.0)
         if self.row_mode == "cosine":
-            return cosine
-        presence *= cosine
-        return np.sqrt(presence, out=presence)
-
-    def _best_row(self, seg: int, acc: np.ndarray | None) -> tuple[int, int]:
-        if acc is None:
-            return -1, 0
-        i = int(np.searchsorted(self._run_seg, seg)) if self._runs_sorted else None
-        if i is not None and i < len(self._run_seg) and self._run_seg[i] == seg:
-            lo = int(self._run_starts[i])
-            hi = int(self._run_starts[i + 1]) if i + 1 < len(self._run_starts) else self.n_rows
-            rows = np.arange(lo, hi)
-        else:
-            rows = np.flatnonzero(np.asarray(self.row_segment) == seg)
-            if rows.size == 0:
-                return -1, 0
-        best = int(rows[int(np.argmax(acc[rows]))])
-        return best, int(self.row_second[best])
+            return cosine.astype(np.float32)
+        return np.sqrt(presence * cosine).astype(np.float32)
 
 
 def _is_sorted(a: np.ndarray) -> bool:

@@ -112,6 +112,15 @@ def test_rows_need_not_be_grouped_by_segment():
     assert (hits[1].segment, hits[1].second) == (1, 1)
 
 
+def test_segments_without_clip_labels_are_reached_through_their_seconds():
+    probs = np.zeros((6, 527), np.float32)
+    probs[0:3, CAT] = [0.6, 0.9, 0.5]  # segment 0: a library file with no labels, cat-like seconds
+    probs[3:6, SPEECH] = 0.9
+    b = LabelBridge.from_dense(probs, np.repeat([0, 1], 3), np.tile([0, 1, 2], 2), [[], [SPEECH]])
+    hit = b.search(_profile(cat=0.8), top=2)
+    assert [(h.segment, h.second) for h in hit] == [(0, 1)]
+
+
 def test_bad_label_vectors_are_bad_queries():
     bridge, _ = _toy()
     with pytest.raises(BadQueryError):
@@ -162,8 +171,7 @@ def test_from_build_reads_the_store_layout(tmp_path: Path):
     ptr[1:] = np.cumsum([len(x) for x in seg_labels])
     np.savez(build / "segments.npz", seg_first_row=np.arange(n_seg) * 4, seg_len=np.full(n_seg, 4),
              seg_start=np.zeros(n_seg), label_ptr=ptr, label_idx=np.concatenate(seg_labels).astype(np.int32))
-    bridge_ref.warm()
-    idx, p = bridge_ref._row_view
+    idx, p = bridge_ref._row_idx, bridge_ref._row_p
     np.save(build / "row_labels_idx.npy", np.asarray(idx, np.uint16))
     np.save(build / "row_labels_p.npy", np.asarray(p, np.uint8))
     (build / "manifest.json").write_text(json.dumps({"counts": {"vectors": n_seg * 4}}))
