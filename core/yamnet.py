@@ -184,6 +184,7 @@ class YamnetModel:
         self._map_lock = threading.Lock()
         self._to_audioset: np.ndarray | None = None
         self._audioset_names: tuple[str, ...] = ()
+        self._spaces: dict[tuple[str, ...], np.ndarray] = {}
         # Load once here so a broken file fails at start-up with one line, not at the first query.
         self._runner()
 
@@ -243,17 +244,37 @@ class YamnetModel:
             raise ModelFileError(f"YAMNet model {self.model_path} has no embeddings output (converted window model)")
         return emb
 
-    def audioset_scores(self, samples_16k: np.ndarray) -> np.ndarray:
-        """``float32 [windows, 527]``: scores at AudioSet indices; AudioSet classes YAMNet lacks are 0."""
-        return self.to_audioset(self.scores(samples_16k))
+    def audioset_scores(self, samples_16k: np.ndarray, label_mids: Sequence[str] | None = None) -> np.ndarray:
+        """``float32 [windows, 527]``: scores at AudioSet indices; AudioSet classes YAMNet lacks are 0.
 
-    def to_audioset(self, scores: np.ndarray) -> np.ndarray:
-        """Scatter ``[n, 521]`` YAMNet scores into ``[n, 527]`` AudioSet order."""
-        mapping, names = self._mapping()
-        out = np.zeros((scores.shape[0], len(names)), dtype=np.float32)
+        ``label_mids`` maps into another label list instead (e.g. the one an index build stores, so
+        the columns are that build's label indices whatever CSV this process found).
+        """
+        return self.to_audioset(self.scores(samples_16k), label_mids)
+
+    def to_audioset(self, scores: np.ndarray, label_mids: Sequence[str] | None = None) -> np.ndarray:
+        """Scatter ``[n, 521]`` YAMNet scores into AudioSet order (or ``label_mids`` order)."""
+        if label_mids is None:
+            mapping, names = self._mapping()
+            width = len(names)
+        else:
+            mapping, width = self.label_space(label_mids), len(label_mids)
+        out = np.zeros((scores.shape[0], width), dtype=np.float32)
         keep = mapping >= 0
         out[:, mapping[keep]] = scores[:, keep]
         return out
+
+    def label_space(self, label_mids: Sequence[str]) -> np.ndarray:
+        """``[521]`` index of each YAMNet class in ``label_mids`` (-1 if absent); cached per list."""
+        key = tuple(label_mids)
+        with self._map_lock:
+            mapping = self._spaces.get(key)
+            if mapping is None:
+                mapping = audioset_index_map(self.mids, key)
+                if (mapping < 0).all():
+                    raise ModelFileError("no YAMNet class is in the index's label list (mids differ)")
+                self._spaces[key] = mapping
+            return mapping
 
     def heard(self, samples_16k: np.ndarray, top: int = 5, *, min_score: float = HEARD_MIN_SCORE) -> list[Heard]:
         """The clip's top labels (mean over windows), scores in 0–1, best first."""
@@ -427,13 +448,14 @@ def load_yamnet(settings: Settings, model: str | Path | None = None) -> YamnetMo
     """The YAMNet model the settings name (flag > ``YAMNET_MODEL`` > ``DATA_DIR/models``), cached.
 
     The class map is looked for next to the model, then in ``DATA_DIR/models``; AudioSet's label list
-    next to the model, then in ``ECHOVIDS_AUDIOSET_META``.
+    next to the model, then in ``ECHOVIDS_AUDIOSET_META``, ``DATA_DIR/meta`` and ``DATA_DIR/models``.
     """
     path = settings.yamnet_model(model)
     class_map = _first_file(path.with_name(CLASS_MAP_NAME), settings.models_dir / CLASS_MAP_NAME)
     labels = _first_file(
         path.with_name(AUDIOSET_LABELS_NAME),
         settings.audioset_meta / AUDIOSET_LABELS_NAME if settings.audioset_meta else None,
+        settings.data_dir / "meta" / AUDIOSET_LABELS_NAME,  # core.index.labels caches a download there
         settings.models_dir / AUDIOSET_LABELS_NAME,
     )
     return get_model(path, class_map, labels)

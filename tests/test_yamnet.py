@@ -113,6 +113,12 @@ def test_audioset_scores_land_on_the_same_mid(model: YamnetModel, audioset_meta:
                                        "Male singing", "Female singing", "Funny music"])
     assert (a[:, [as_mid.index(r["mid"]) for r in as_rows if r["display_name"] in unmapped]] == 0).all()
     assert model.audioset_names[0] == "Speech" and len(model.audioset_names) == AUDIOSET_CLASSES
+    # Another label list (e.g. the one a build stores) gets its own columns, by mid.
+    shuffled = as_mid[::-1]
+    b = model.audioset_scores(x, label_mids=shuffled)
+    np.testing.assert_array_equal(b[:, ::-1], a)
+    with pytest.raises(ModelFileError):
+        model.audioset_scores(x, label_mids=["/m/not-a-class"])
 
 
 # -- what it hears ----------------------------------------------------------------------------------
