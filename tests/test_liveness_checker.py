@@ -199,3 +199,17 @@ async def test_close_is_clean_with_checks_in_flight(fake, tmp_path):
     await c.close()
     assert time.monotonic() - t0 < 1.0
     assert c.client._session is None
+
+
+async def test_unwritable_data_dir_still_answers(fake, tmp_path):
+    """An unusable data directory (here: a file where the folder should be, which fails even for
+    root) costs the cache its home, never the reply."""
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("")
+    c = LivenessChecker(Settings(data_dir=blocked, youtube_oembed_url=fake.url), rate_per_s=None)
+    try:
+        out = await c.filter(matches("a"), want=1, budget_s=5)
+        assert out[0].live == "live"
+        assert c.cache.path.parent != blocked
+    finally:
+        await c.close()

@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import os
+import sqlite3
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from core.config import Settings
-from core.liveness.cache import TTL, LivenessCache
+from core.liveness.cache import CACHE_FILENAME, TTL, LivenessCache
 from core.liveness.oembed import (
     DEAD_STATES,
     DEFAULT_CONCURRENCY,
@@ -54,8 +57,14 @@ class LivenessChecker:
         client: OEmbedClient | None = None,
     ):
         self.settings = settings
-        path = Path(cache_path) if cache_path is not None else Path(settings.data_dir) / "liveness.sqlite"
-        self.cache = LivenessCache(path, ttl=ttl or TTL())
+        path = Path(cache_path) if cache_path is not None else Path(settings.data_dir) / CACHE_FILENAME
+        try:
+            self.cache = LivenessCache(path, ttl=ttl or TTL())
+        except (OSError, sqlite3.Error):
+            # A read-only data directory (e.g. an index mounted read-only) must not stop replies:
+            # keep the answers in a private temporary file instead.
+            fallback = Path(tempfile.gettempdir()) / f"echovids-{os.getuid()}-{CACHE_FILENAME}"
+            self.cache = LivenessCache(fallback, ttl=ttl or TTL())
         self.client = client or OEmbedClient(
             settings.youtube_oembed_url, concurrency=concurrency, rate_per_s=rate_per_s, timeout_s=timeout_s
         )

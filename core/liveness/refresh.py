@@ -114,20 +114,19 @@ async def arefresh_index(
     data_dir = Path(settings.data_dir)
     report = RefreshReport(data_dir=str(data_dir), dry_run=dry_run)
 
+    # Reading ids and the cache may take seconds on big indexes: off the loop, because the bot
+    # runs refreshes inside its own event loop.
     build = None
     if video_ids is None:
-        from core.index.store import open_current  # raises IndexMissingError with a clear line
-
-        build = open_current(data_dir)
+        build, ids = await asyncio.to_thread(_current_ids, data_dir)
         report.old_build = str(build.path)
-        ids = sorted(set(build.video_ids()))
     else:
         ids = sorted(set(v for v in video_ids if v))
     report.indexed = len(ids)
 
     cache = LivenessCache(Path(cache_path) if cache_path else data_dir / CACHE_FILENAME, ttl=ttl or TTL())
     try:
-        stale = cache.stale_ids(ids)
+        stale = await asyncio.to_thread(cache.stale_ids, ids)
         report.stale = len(stale)
         client = OEmbedClient(
             settings.youtube_oembed_url,
@@ -144,13 +143,12 @@ async def arefresh_index(
             report.check_s = round(time.monotonic() - t0, 3)
             await client.close()
 
-        latest = cache.get_many(ids)
+        latest, exclude = await asyncio.to_thread(lambda: (cache.get_many(ids), frozenset(cache.dead_ids())))
         dead = {vid: e.state for vid, e in latest.items() if e.state in DEAD_STATES}
         report.dead = len(dead)
         report.dead_by_state = dict(Counter(dead.values()))
         report.dead_sample = sorted(dead)[:10]
         report.unknown = sum(1 for vid in ids if vid not in latest or latest[vid].state == "unknown")
-        exclude = frozenset(cache.dead_ids())
     finally:
         cache.close()
 
@@ -164,6 +162,13 @@ async def arefresh_index(
         report.new_build = str(new_path)
     report.elapsed_s = round(time.monotonic() - started, 3)
     return report
+
+
+def _current_ids(data_dir: Path):
+    from core.index.store import open_current  # raises IndexMissingError with a clear line
+
+    build = open_current(data_dir)
+    return build, sorted(set(build.video_ids()))
 
 
 async def _check_all(
