@@ -377,7 +377,8 @@ def _decimation_kernel(factor: int, filter_name: str) -> np.ndarray:
         centre = (length // (2 * factor)) * factor
         taps = np.zeros(2 * half + 1, dtype=np.float64)
         for phase in range(factor):
-            x = np.zeros(length, dtype=np.float64)
+            # float32 like real input, so numba compiles resampy's loop once per process
+            x = np.zeros(length, dtype=np.float32)
             p = centre + phase
             x[p] = 1.0
             y = resampy.resample(x, rate, TARGET_RATE, filter=filter_name)

@@ -102,8 +102,11 @@ def check_model_files(settings: Any, checkpoint: str | Path | None = None, pca_p
 
 
 def load_embedder(settings: Any, checkpoint: str | Path | None = None, pca_params: str | Path | None = None, *,
-                  raw: bool = False) -> VGGishEmbedder:
+                  raw: bool = False, warm: bool = True) -> VGGishEmbedder:
     """The process-wide embedder for these model paths (flag > environment > DATA_DIR/models).
+
+    A new embedder is warmed (TF function traced, resampy's numba loop compiled) unless
+    ``warm=False``, so the first user query does not pay ~2 s of compilation.
 
     With ``raw=True`` the PCA file is not needed (``embed_raw`` only). Raises ModelMissingError
     with the fix when a file is missing, before TensorFlow is even imported.
@@ -116,6 +119,8 @@ def load_embedder(settings: Any, checkpoint: str | Path | None = None, pca_param
             return found
         model = _MODELS.get(key[0])
         embedder = VGGishEmbedder(ckpt, pca, model=model)
+        if warm and model is None:
+            embedder.warm_up()
         _MODELS[key[0]] = embedder.model
         _CACHE[key] = embedder
         return embedder
