@@ -213,3 +213,15 @@ async def test_unwritable_data_dir_still_answers(fake, tmp_path):
         assert c.cache.path.parent != blocked
     finally:
         await c.close()
+
+
+async def test_a_short_pause_is_not_remembered_as_unknown(fake, checker):
+    """Videos we skipped during a 1 s Retry-After were never asked: once the pause is over they are
+    checked, not served from a cached "unknown"."""
+    fake.script(vid("rl"), ratelimit("1"), Reply("live"))
+    await checker.filter(matches("rl"), want=1, budget_s=2)
+    out = await checker.filter(matches("later"), want=1, budget_s=2)
+    assert out[0].live == "unknown" and fake.requests[vid("later")] == 0
+    await asyncio.sleep(1.1)
+    out = await checker.filter(matches("later"), want=1, budget_s=2)
+    assert out[0].live == "live" and fake.requests[vid("later")] == 1

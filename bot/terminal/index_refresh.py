@@ -40,7 +40,7 @@ def summary(report: RefreshReport) -> str:
     dead = ", ".join(f"{n:,} {s}" for s, n in sorted(report.dead_by_state.items()))
     lines.append(f"{report.dead:,} indexed videos no longer play" + (f" ({dead})" if dead else ""))
     if report.unknown:
-        lines.append(f"{report.unknown:,} could not be checked (kept; retried on the next refresh)")
+        lines.append(f"{report.unknown:,} could not be checked (kept in the index; a refresh after a few minutes asks again)")
     if report.dry_run:
         if report.dead:
             lines.append(f"dry run: a refresh would rebuild the index without these {report.dead:,} videos"

@@ -171,7 +171,7 @@ class LivenessChecker:
             raise
         except Exception as err:  # a bug or an odd aiohttp failure: unknown, never a failed reply
             return OEmbedResult(video_id, "unknown", detail=f"check failed: {type(err).__name__}")
-        if not self._closed:
+        if not self._closed and result.asked:  # a pause teaches nothing about the video: not cached
             fut = asyncio.get_running_loop().run_in_executor(self._writer, self._store, result)
             self._background.add(fut)
             fut.add_done_callback(self._background.discard)

@@ -43,6 +43,8 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_RATE_PER_S = 10.0
 DEFAULT_TIMEOUT_S = 5.0
 MAX_PAUSE_S = 3600.0
+#: ``detail`` of an answer given without asking because the server asked us to pause.
+BACKING_OFF = "backing off"
 USER_AGENT = "echo-vids liveness check (+https://github.com/; oEmbed, polite)"
 
 
@@ -61,6 +63,11 @@ class OEmbedResult:
     @property
     def dead(self) -> bool:
         return self.state in DEAD_STATES
+
+    @property
+    def asked(self) -> bool:
+        """False when no request was made (a server-requested pause): nothing was learned."""
+        return self.detail != BACKING_OFF
 
 
 def watch_url(video_id: str) -> str:
@@ -197,7 +204,7 @@ class OEmbedClient:
             wait = self.backoff_remaining()
             if wait > 0:
                 if not wait_backoff or wait > self.max_retry_after_s:
-                    return OEmbedResult(video_id, "unknown", retry_after=wait, detail="backing off")
+                    return OEmbedResult(video_id, "unknown", retry_after=wait, detail=BACKING_OFF)
                 await asyncio.sleep(wait)
             result = await self._once(video_id)
             if result is None:  # a pause began while we queued; no request was made

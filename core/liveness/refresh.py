@@ -193,7 +193,7 @@ async def _check_all(
             if report.stopped:
                 return
             result = await client.check(vid, retries=max_retries, wait_backoff=True)
-            if result.state == "unknown" and result.detail == "backing off":
+            if not result.asked:
                 # The server asked for a pause longer than we wait: stop asking, keep what we
                 # have (the next run resumes here). This id was not asked, so it is not stored.
                 report.stopped = (
