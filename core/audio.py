@@ -50,6 +50,10 @@ _MAX_CHANNELS = 32
 
 _RESAMPLE_FILTER = "kaiser_best"
 
+#: Encoder padding (AAC priming, Opus pre-skip) can add a few ms: a clip this little over the
+#: limit is cut to the limit silently instead of being refused.
+_LENGTH_SLACK_S = 0.25
+
 
 class AudioError(EchoVidsError):
     """The input could not be turned into usable audio; ``str()`` says why in one line."""
@@ -117,7 +121,7 @@ def decode_audio(source: bytes | bytearray | str | Path, limits: AudioLimits | N
         raise NotAudioError("the file is empty")
 
     _check_ogg_complete(data, path)
-    max_frames_s = limits.max_seconds
+    max_frames_s = limits.max_seconds + _LENGTH_SLACK_S
     decoded = _decode_soundfile(data, path, max_frames_s)
     if decoded is None:
         decoded = _decode_ffmpeg(data, path, max_frames_s, limits.timeout_s)
@@ -125,14 +129,15 @@ def decode_audio(source: bytes | bytearray | str | Path, limits: AudioLimits | N
 
     duration = len(mono) / rate
     note = None
-    if duration > limits.max_seconds + 1e-9:
-        if not limits.trim:
+    if duration > limits.max_seconds:
+        over = duration > limits.max_seconds + _LENGTH_SLACK_S
+        if over and not limits.trim:
             raise AudioTooLongError(
                 f"the audio is longer than the {limits.max_seconds:g} s limit; send a shorter clip"
             )
         mono = mono[: int(limits.max_seconds * rate)]
         duration = len(mono) / rate
-        note = f"only the first {limits.max_seconds:g} s were used"
+        note = f"only the first {limits.max_seconds:g} s were used" if over else None
     if duration < limits.min_seconds:
         raise AudioTooShortError(f"the audio is too short ({duration:.2f} s; at least {limits.min_seconds:g} s needed)")
     if not np.all(np.isfinite(mono)):

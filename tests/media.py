@@ -46,7 +46,7 @@ def _run(cmd: list[str]) -> None:
 def _need(tool: str) -> str:
     found = shutil.which(tool)
     if not found:
-        raise RuntimeError(f"{tool} is not installed (the tests need ffmpeg, sox and espeak-ng; `make test` installs them)")
+        raise RuntimeError(f"{tool} is not installed (the tests need ffmpeg with libopus, libmp3lame and espeak-ng; `make test` installs them)")
     return found
 
 

@@ -186,6 +186,12 @@ def test_long_audio_refused_or_trimmed_and_never_fully_decoded(tmp_path):
     assert decode_audio(mp3, AudioLimits(max_seconds=3.0, trim=True)).duration_s == pytest.approx(3.0, abs=0.01)
 
 
+def test_encoder_padding_just_over_the_limit_is_not_refused(media):
+    # AAC priming makes a 2 s M4A decode to ~2.02 s: cut silently to the limit, no refusal, no note
+    w = decode_audio(media["m4a"], AudioLimits(max_seconds=2.0))
+    assert w.duration_s == pytest.approx(2.0, abs=1e-3) and w.note is None
+
+
 def test_too_short_and_silent(tmp_path):
     blip = make_media(tmp_path / "blip.wav", "wav", seconds=0.05, channels=1)
     err = _quick(blip, expect=AudioTooShortError)
