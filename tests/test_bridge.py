@@ -186,28 +186,13 @@ def test_from_build_reads_the_store_layout(tmp_path: Path):
 
 # -- the whole offline path on real data -------------------------------------------------------------
 @pytest.fixture(scope="module")
-def bal_slice_bridge(bal_train_dir: Path):
-    """A bridge over ~250 real bal_train shards with a label head trained on them (as a build does)."""
-    from core.index.tfrecord import list_shards, read_shard
-    from core.labelhead import top_k_view, train_label_head
+def index_bridge(small_index_dir: Path):
+    """The bridge over the shared small real index (core.index.builder over ~300 bal_train shards)."""
+    from core.index.store import open_current
 
-    vecs, row_seg, row_sec, seg_labels = [], [], [], []
-    for shard in list_shards([bal_train_dir])[::16]:
-        for rec in read_shard(shard):
-            if len(rec.embeddings) == 0:
-                continue
-            vecs.append(rec.embeddings)
-            row_seg.append(np.full(len(rec.embeddings), len(seg_labels), np.int32))
-            row_sec.append(np.arange(len(rec.embeddings), dtype=np.int16))
-            seg_labels.append(list(rec.labels))
-    vectors = np.concatenate(vecs)
-    row_segment = np.concatenate(row_seg)
-    head = train_label_head(vectors, [seg_labels[s] for s in row_segment], epochs=3, hidden=256)
-    idx, p = top_k_view(head, vectors, k=8)
-    ptr = np.zeros(len(seg_labels) + 1, np.int64)
-    ptr[1:] = np.cumsum([len(x) for x in seg_labels])
-    bridge = LabelBridge(row_segment, np.concatenate(row_sec), ptr, np.concatenate(seg_labels), idx, p)
-    return bridge, seg_labels
+    build = open_current(small_index_dir)
+    assert build.row_labels is not None, "the builder stores the per-second label view"
+    return LabelBridge.from_build(build).warm(), build
 
 
 @pytest.fixture(scope="module")
@@ -232,8 +217,9 @@ def _family(audioset_meta: Path, root: str) -> set[int]:
 
 
 @pytest.mark.parametrize("kind,root", [("speech", "Speech"), ("chords", "Music")])
-def test_synthesized_audio_finds_segments_of_its_family(kind, root, bal_slice_bridge, yamnet, audioset_meta,
+def test_synthesized_audio_finds_segments_of_its_family(kind, root, index_bridge, yamnet, audioset_meta,
                                                         tmp_path: Path):
+    """The offline path without VGGish: real audio → YAMNet → the build's label space → bridge."""
     from core.audio import decode_audio
     from tests.media import make_voice_note
 
@@ -248,9 +234,12 @@ def test_synthesized_audio_finds_segments_of_its_family(kind, root, bal_slice_br
     samples = decode_audio(path).samples
     family = _family(audioset_meta, root)
     assert yamnet.heard(samples)[0].label in {yamnet.audioset_names[i] for i in family}
-    bridge, seg_labels = bal_slice_bridge
-    hits = bridge.search(yamnet.audioset_scores(samples), top=5)
+    bridge, build = index_bridge
+    probs = yamnet.audioset_scores(samples, label_mids=build.labelset().mids)
+    hits = bridge.search(probs, top=5)
     assert len(hits) == 5
-    in_family = [bool(family & set(seg_labels[h.segment])) for h in hits]
-    assert all(in_family), [[yamnet.audioset_names[i] for i in seg_labels[h.segment]] for h in hits]
-    assert all(0 <= h.second < 10 for h in hits)
+    infos = [build.segment(h.segment) for h in hits]
+    assert all(family & set(info.labels) for info in infos), [info.labels for info in infos]
+    for h, info in zip(hits, infos):
+        assert 0 <= h.second < info.n_seconds
+        assert build.row_segment[h.row] == h.segment and build.row_second[h.row] == h.second
