@@ -201,6 +201,10 @@ class FakeOEmbed:
             ready.set()
             loop.run_forever()
             loop.run_until_complete(self.stop())
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:  # slow answers still sleeping: end them quietly
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
         self._thread = threading.Thread(target=main, name="fake-oembed", daemon=True)
