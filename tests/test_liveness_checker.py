@@ -225,3 +225,14 @@ async def test_a_short_pause_is_not_remembered_as_unknown(fake, checker):
     await asyncio.sleep(1.1)
     out = await checker.filter(matches("later"), want=1, budget_s=2)
     assert out[0].live == "live" and fake.requests[vid("later")] == 1
+
+
+async def test_backlog_is_bounded_when_youtube_is_slower_than_queries(fake, checker):
+    fake.latency_s = 2.0
+    checker.max_backlog = 4
+    out = await checker.filter(matches(*[f"q{i}" for i in range(10)]), want=5, budget_s=0.2)
+    assert [m.live for m in out] == ["unknown"] * 5
+    assert len(checker._inflight) == 4
+    out = await checker.filter(matches(*[f"r{i}" for i in range(10)]), want=5, budget_s=0.2)
+    assert len(checker._inflight) == 4  # nothing more queued
+    assert [m.live for m in out] == ["unknown"] * 5

@@ -35,6 +35,7 @@ from core.results import Match
 #: Extra candidates checked beyond what the reply needs, as a fraction of ``want`` (≈16 % of
 #: AudioSet is gone; checking spares in the same round avoids a second round trip).
 SPARE_FRACTION = 0.5
+MAX_BACKLOG = 256
 
 
 class LivenessChecker:
@@ -72,6 +73,8 @@ class LivenessChecker:
         self._inflight: dict[str, asyncio.Task[OEmbedResult]] = {}
         self._background: set[asyncio.Future] = set()
         self._closed = False
+        #: Checks allowed in flight or queued at once (at 10 req/s, about 25 s of work).
+        self.max_backlog = MAX_BACKLOG
 
     # -- public --------------------------------------------------------------------------------
     async def filter(self, matches: Sequence[Match], want: int, budget_s: float) -> list[Match]:
@@ -110,6 +113,10 @@ class LivenessChecker:
                     known_state = states.get(vid)
                     if known_state is not None and known_state.state in DEAD_STATES:
                         continue
+                    if known_state is None and vid not in tasks and vid not in self._inflight \
+                            and len(self._inflight) >= self.max_backlog:
+                        # YouTube answers slower than queries arrive: do not queue without end.
+                        known_state = states[vid] = OEmbedResult(vid, "unknown", detail="check backlog full")
                     if known_state is None:
                         if vid not in tasks:
                             tasks[vid] = self._check_task(vid)
