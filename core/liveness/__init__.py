@@ -4,6 +4,7 @@ filter and the moderators' refresh.)"""
 from core.liveness.cache import TTL, CacheEntry, LivenessCache
 from core.liveness.checker import LivenessChecker
 from core.liveness.oembed import DEAD_STATES, OEmbedClient, OEmbedResult
+from core.liveness.refresh import RefreshReport, arefresh_index, refresh_index
 
 __all__ = [
     "DEAD_STATES",
@@ -13,4 +14,7 @@ __all__ = [
     "LivenessChecker",
     "OEmbedClient",
     "OEmbedResult",
+    "RefreshReport",
+    "arefresh_index",
+    "refresh_index",
 ]
