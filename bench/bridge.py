@@ -156,7 +156,7 @@ def main() -> None:
     t = time.time()
     default = LabelBridge(*args_common).warm()
     out["bridge_prepare_s"] = round(time.time() - t, 2)
-    results = [evaluate(default, q_probs, "default (clip labels → 400 candidates → 0.95 label + 0.05 geo row, idf)")]
+    results = [evaluate(default, q_probs, "default (clip labels → 150 candidates → 0.95 label + 0.05 geo row, idf)")]
     variants = {
         "labels only (ties by index order)": dict(label_weight=1.0),
         "label 0.85 + geo": dict(label_weight=0.85),
@@ -167,8 +167,8 @@ def main() -> None:
         "idf 1.5": dict(idf_power=1.5),
         "label-count damping 0": dict(label_count_power=0.0),
         "share rule (core.search) + geo": dict(label_mode="share"),
-        "candidates 100": dict(candidates=100),
-        "candidates 1000": dict(candidates=1000),
+        "candidates 50": dict(candidates=50),
+        "candidates 400": dict(candidates=400),
     }
     for name, kw in variants.items():
         results.append(evaluate(LabelBridge(*args_common, **kw), q_probs, name))
