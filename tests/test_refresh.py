@@ -235,3 +235,12 @@ def test_cli_ctrl_c_keeps_answers_and_resume_asks_only_the_rest(fake, tmp_path, 
     assert report.stale == len(vids) - len(answered)
     assert not any(fake.requests[v] for v in answered)
     assert sum(fake.requests.values()) == report.stale
+
+
+def test_cli_without_an_index_is_one_clear_line(tmp_path, capsys):
+    from bot.cli import main
+
+    assert main(["index", "refresh", "--index", str(tmp_path / "nothing")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no index" in err[0] and "echovids index build" in err[0]
+    assert not (tmp_path / "nothing").exists()  # a failed refresh leaves no litter
