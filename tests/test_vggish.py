@@ -119,15 +119,22 @@ def test_checkpoint_is_v1_with_official_names_and_shapes(vggish_checkpoint: Path
     assert sum(v.size for v in weights.values()) == 72_141_184  # the reference's 72.1 M parameters
 
 
-def _assert_bytes_equal(ours: np.ndarray, ref_projected: np.ndarray) -> None:
-    """Bytes equal, except where the float reference sits within 1e-4 of a quantization edge
-    (float32 vs float64 rounding may fall either side there); such places must be rare."""
+def _assert_bytes_equal(ours: np.ndarray, ref_projected: np.ndarray, bound: float = 1e-5) -> None:
+    """Bytes equal, except where the float reference lies within ``bound`` (the largest possible
+    error of the projected value, from the raw error) of a quantization edge: there float32 vs
+    float64 rounding may fall either side there."""
     scaled = (np.clip(ref_projected, -2, 2) + 2) * (255.0 / 4)
     expected = scaled.astype(np.uint8)
-    near_edge = np.abs(scaled - np.round(scaled)) < 1e-4 * 255 / 4
+    near_edge = np.abs(scaled - np.round(scaled)) <= bound * 255.0 / 4
     mismatch = ours != expected
     assert not np.any(mismatch & ~near_edge), f"{int(np.sum(mismatch & ~near_edge))} bytes differ"
-    assert np.sum(near_edge) <= 2
+    assert np.mean(near_edge) <= 0.05  # the bound is worst-case; the edge zone stays small
+    assert np.sum(mismatch) <= 1  # in practice the bytes are equal
+
+
+def _projection_error_bound(post: Postprocessor, ours_raw: np.ndarray, ref_raw: np.ndarray) -> float:
+    """|E @ d|_inf <= max row-sum |E| * |d|_inf."""
+    return float(np.abs(post.pca_matrix).sum(axis=1).max() * np.max(np.abs(ours_raw - ref_raw)))
 
 
 @pytest.mark.slow
@@ -148,7 +155,7 @@ def test_network_matches_independent_numpy_forward_pass(embedder, weights, pca_p
     assert np.max(np.abs(ref - bias)) > 1e-3  # the input actually moves the output
     post = Postprocessor(pca_params_path)
     projected = post.project(ref)
-    _assert_bytes_equal(embedder.embed(note.samples), projected)
+    _assert_bytes_equal(embedder.embed(note.samples), projected, _projection_error_bound(post, ours, ref))
     # the checkpoint's scaling keeps values informative: most inside (-2, 2), not saturated
     assert np.mean(np.abs(projected) < 2) > 0.9
     assert len(np.unique(post(ref))) > 50
