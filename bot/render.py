@@ -157,3 +157,49 @@ def render_response(response: SearchResponse, *, searched: str | None = None,
 def embed_size(embed: discord.Embed) -> int:
     """Characters Discord counts towards the 6000 limit (title, description, fields, footer, author)."""
     return len(embed)
+
+
+# -- errors: one friendly line each (core raises typed errors; the wording users see lives here) --
+
+def _mb(settings: object) -> str:
+    return f"{getattr(settings, 'max_attachment_mb', 25):g} MB"
+
+
+def _secs(settings: object) -> str:
+    return clock(getattr(settings, "max_audio_seconds", 120))
+
+
+def error_line(err: BaseException, settings: object | None = None) -> str:
+    """The reply for a failed search. Matched by class name so core.audio need not be imported."""
+    names = [cls.__name__ for cls in type(err).__mro__]
+    if "NotAudioError" in names:
+        return "I couldn't read that as audio. Send a voice message or an audio/video file (OGG, MP3, WAV, M4A, MP4…)."
+    if "NoAudioStreamError" in names:
+        return "That file has no sound track, so there is nothing to match."
+    if "AudioTooLargeError" in names:
+        return f"That file is too large: the limit is {_mb(settings)}."
+    if "AudioTooLongError" in names:
+        return f"That recording is too long: the limit is {_secs(settings)}. Send a shorter clip."
+    if "AudioTooShortError" in names:
+        return "That recording is too short or silent to match. Try a few seconds of clear sound."
+    if "DecodeTimeoutError" in names:
+        return "Decoding that file took too long. Try a shorter or simpler file."
+    if "IndexMissingError" in names:
+        return "The sound index isn't loaded yet. A moderator can build it (`echovids index build`) and try again."
+    if "ModelMissingError" in names or "ModelFileError" in names:
+        return "The audio model isn't installed on this bot yet, so audio searches are off. Try `text:` or `link:` searches."
+    if "DownloadError" in names:
+        return "I couldn't download that attachment. Please send it again."
+    if "BadQueryError" in names:
+        return f"I can't search that: {_shorten(str(err), 300)}"
+    if "EchoVidsError" in names:
+        return _shorten(str(err), 300) or "That search failed."
+    return "Something went wrong on my side. Please try again in a moment."
+
+
+def refusal_line(reason: str, retry_after: float) -> str:
+    """Reply when a job is not admitted (queue full, or the user's cooldown)."""
+    wait = max(1, int(retry_after + 0.999))
+    if reason == "cooldown":
+        return f"One search at a time, please: try again in {wait} s."
+    return f"I'm busy with other searches right now. Please try again in {wait} s."

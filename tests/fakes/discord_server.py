@@ -459,7 +459,8 @@ class FakeDiscord:
                                "owner": self.owner.payload(), "verify_key": "00", "flags": 0,
                                "summary": "", "team": None})
         if method == "PUT" and parts[0] == "applications" and parts[-1] == "commands":
-            self.commands = [{**cmd, "id": str(self.snowflake()), "application_id": str(self.app_id),
+            # Like Discord, fill what the client may omit (context menus send no description).
+            self.commands = [{"description": "", "options": [], **cmd, "id": str(self.snowflake()), "application_id": str(self.app_id),
                               "version": "1", "default_member_permissions": cmd.get("default_member_permissions")}
                              for cmd in body or []]
             return self._json(self.commands)

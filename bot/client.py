@@ -1,0 +1,272 @@
+"""The Discord client: one process holding the index, the model and the liveness cache.
+
+``EchoVidsBot.setup_hook`` runs once, after the REST login and before the gateway connects, so the
+heavy loading (TensorFlow, VGGish, the ScaNN index, resampy's compiled kernels) happens before the
+first event can arrive, and never on the event loop itself: it runs in the job pool's threads.
+TensorFlow's own thread pools are capped first, because on a small machine an uncapped TF takes
+every core and the event loop (heartbeats, other users' replies) stalls behind it.
+
+Works without the privileged message-content intent: slash commands, the context menu, DMs and
+messages that mention the bot all carry their attachments without it. The intent is requested only
+when ``ECHOVIDS_LISTEN_CHANNELS`` is set (and must then be enabled in the developer portal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import aiohttp
+import discord
+import yarl
+from discord.ext import commands
+
+from bot.jobs import JobPool, LoopLagMonitor
+from core.config import Settings
+from core.errors import DownloadError, EchoVidsError, IndexMissingError
+from core.results import Query, SearchResponse
+
+log = logging.getLogger("echovids.bot")
+
+#: Extensions loaded by setup_hook; each is a module with ``async def setup(bot)``.
+COGS = ("bot.cogs.soundalike", "bot.cogs.moderation", "bot.cogs.help")
+
+_DEFAULT_API_BASE = "https://discord.com/api/v10"
+_DEFAULT_GATEWAY = "wss://gateway.discord.gg/"
+
+
+def configure_tensorflow(workers: int) -> None:
+    """Cap TensorFlow's thread pools before anything runs a TF op (it refuses afterwards).
+
+    Each of our ``workers`` threads runs one inference at a time; giving TF one intra-op thread per
+    core beyond that would oversubscribe the machine and starve the event loop.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+    except ImportError:  # pragma: no cover - tensorflow is a hard dependency
+        return
+    cores = os.cpu_count() or 2
+    intra = max(1, min(cores - 1, cores // max(1, workers))) if cores > 1 else 1
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        # TF was initialised already (e.g. a test wrote a checkpoint in this process): keep going.
+        log.info("TensorFlow already initialised; thread caps unchanged")
+
+
+class EchoVidsBot(commands.Bot):
+    """The bot. ``engine``/``liveness`` may be injected (tests, benchmarks); else built in setup_hook."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Any | None = None,
+        liveness: Any | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        pca_params: str | os.PathLike | None = None,
+        cooldown_s: float = 3.0,
+        max_queued: int | None = None,
+        sync_commands: bool = True,
+        warm_up: bool = True,
+        **client_options: Any,
+    ):
+        intents = discord.Intents.default()
+        # Privileged: only needed to read voice messages in listen channels (no mention).
+        intents.message_content = bool(settings.listen_channels)
+        intents.presences = False
+        intents.members = False
+        client_options.setdefault("allowed_mentions", discord.AllowedMentions(everyone=False, roles=False,
+                                                                              users=True, replied_user=False))
+        client_options.setdefault("max_messages", 200)
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
+                         **client_options)
+        self.settings = settings
+        self.engine = engine
+        self.liveness = liveness
+        self.checkpoint = checkpoint
+        self.pca_params = pca_params
+        self.sync_commands = sync_commands
+        self.warm_up = warm_up
+        self.jobs = JobPool(settings.workers, max_queued=max_queued, cooldown_s=cooldown_s)
+        self.lag = LoopLagMonitor()
+        self.session: aiohttp.ClientSession | None = None
+        self.engine_error: str | None = None
+        self._engine_lock = asyncio.Lock()
+        self._saved_endpoints: tuple[str, yarl.URL] | None = None
+        self._owns_liveness = liveness is None
+        self._closing = False
+
+    # -- endpoints (applied before login, which already calls the REST API) -----------------
+    def apply_endpoints(self) -> None:
+        """Point discord.py at ``DISCORD_API_BASE``/``DISCORD_GATEWAY_URL`` (a proxy or a test fake).
+
+        Both are class attributes in discord.py, so the previous values are kept and restored on close.
+        """
+        if self._saved_endpoints is None:
+            self._saved_endpoints = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+        base = self.settings.discord_api_base.rstrip("/")
+        if base != _DEFAULT_API_BASE or discord.http.Route.BASE != _DEFAULT_API_BASE:
+            discord.http.Route.BASE = base
+        gateway = self.settings.discord_gateway_url
+        if gateway != _DEFAULT_GATEWAY or str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY) != _DEFAULT_GATEWAY:
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
+
+    def restore_endpoints(self) -> None:
+        if self._saved_endpoints is not None:
+            discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved_endpoints
+            self._saved_endpoints = None
+
+    async def login(self, token: str) -> None:
+        self.apply_endpoints()
+        await super().login(token)
+
+    # -- start-up --------------------------------------------------------------------------
+    async def setup_hook(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.lag.start()
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, sock_connect=10))
+        if self.engine is None:
+            await loop.run_in_executor(self.jobs.executor, configure_tensorflow, self.settings.workers)
+            if self.liveness is None:
+                from core.liveness import LivenessChecker
+
+                self.liveness = LivenessChecker(self.settings)
+            await self.load_engine()
+        if self.warm_up:
+            await loop.run_in_executor(self.jobs.executor, self._warm_up)
+        for name in COGS:
+            await self.load_extension(name)
+        if self.sync_commands:
+            synced = await self.tree.sync()
+            log.info("synced %d application commands", len(synced))
+
+    async def load_engine(self) -> Any | None:
+        """Load (or retry loading) the engine; a missing index is reported, not fatal."""
+        async with self._engine_lock:
+            if self.engine is not None:
+                return self.engine
+            loop = asyncio.get_running_loop()
+            try:
+                self.engine = await loop.run_in_executor(self.jobs.executor, self._make_engine)
+                self.engine_error = None
+                log.info("index loaded: %s vectors", getattr(self.engine, "index_size", "?"))
+            except EchoVidsError as err:
+                self.engine_error = str(err)
+                log.warning("engine not loaded: %s", err)
+            return self.engine
+
+    def _make_engine(self) -> Any:
+        from core.engine import Engine
+
+        return Engine(self.settings, checkpoint=self.checkpoint, pca_params=self.pca_params,
+                      liveness=self.liveness)
+
+    def _warm_up(self) -> None:
+        """Pay one-off costs now (numba compile, model load, first TF trace), not on a user's query."""
+        try:
+            from core import audio
+
+            audio.warm_up()
+        except Exception as err:  # warm-up must never stop the bot
+            log.warning("audio warm-up failed: %s", err)
+        engine = self.engine
+        if engine is None:
+            return
+        try:
+            import numpy as np
+
+            _ = engine.embedder  # lazy VGGish load
+            tone = (0.1 * np.sin(np.arange(16000 * 2) * 2 * np.pi * 440 / 16000)).astype(np.float32)
+            engine.search(Query(kind="audio", audio=_wav_bytes(tone, 16000), top=1, live_check=False))
+        except EchoVidsError as err:
+            log.warning("model warm-up skipped: %s", err)
+        except Exception:
+            log.exception("model warm-up failed")
+
+    # -- the one search path every trigger uses --------------------------------------------
+    async def answer(self, query: Query) -> SearchResponse:
+        """Search off the event loop (reload first: a refresh in another process may have swapped)."""
+        engine = self.engine or await self.load_engine()
+        if engine is None:
+            raise IndexMissingError(self.engine_error or "no index is loaded")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.jobs.executor, engine.reload)
+        return await engine.answer(query, executor=self.jobs.executor)
+
+    async def download(self, attachment: discord.Attachment) -> bytes:
+        """Fetch an attachment now (its signed URL expires), never more than the size limit."""
+        from core.audio import AudioTooLargeError
+
+        limit = self.settings.max_attachment_bytes
+        assert self.session is not None
+        try:
+            async with self.session.get(attachment.url) as resp:
+                if resp.status != 200:
+                    raise DownloadError(f"attachment download failed with HTTP {resp.status}")
+                if resp.content_length is not None and resp.content_length > limit:
+                    raise AudioTooLargeError("attachment over the size limit")
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    size += len(chunk)
+                    if size > limit:
+                        raise AudioTooLargeError("attachment over the size limit")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+            raise DownloadError(f"attachment download failed: {err.__class__.__name__}") from err
+
+    # -- events ----------------------------------------------------------------------------
+    async def on_message(self, message: discord.Message, /) -> None:
+        # No prefix commands: triggers are handled by the soundalike cog's listener.
+        return
+
+    async def on_ready(self) -> None:
+        log.info("logged in as %s (%s) in %d guild(s)", self.user, getattr(self.user, "id", "?"), len(self.guilds))
+
+    # -- shutdown --------------------------------------------------------------------------
+    async def close(self) -> None:
+        if self._closing:
+            return await super().close()
+        self._closing = True
+        try:
+            await super().close()
+        finally:
+            await self.lag.stop()
+            if self.session is not None:
+                await self.session.close()
+            if self.liveness is not None and self._owns_liveness:
+                try:
+                    await self.liveness.close()
+                except Exception:
+                    log.exception("closing the liveness checker failed")
+            close_engine = getattr(self.engine, "close", None)
+            if callable(close_engine):
+                try:
+                    close_engine()
+                except Exception:
+                    log.exception("closing the engine failed")
+            self.jobs.shutdown()
+            self.restore_endpoints()
+
+
+def _wav_bytes(samples, rate: int) -> bytes:
+    """A tiny in-memory WAV (float → 16-bit) for the warm-up query."""
+    import io
+    import wave
+
+    import numpy as np
+
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return buf.getvalue()

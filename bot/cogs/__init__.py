@@ -1,0 +1,1 @@
+"""Discord cogs: searching (soundalike), index upkeep (moderation) and /help."""

@@ -1,0 +1,313 @@
+"""``/index status`` and ``/index refresh``: keeping the index fresh from Discord.
+
+``default_permissions(manage_guild=True)`` only hides the commands from ordinary members by
+default — server admins can re-grant them to anyone — so every call is also checked here: the
+member needs Manage Server (or Administrator) or the ``ECHOVIDS_MODERATOR_ROLE`` role.
+
+A refresh re-checks liveness and rebuilds the index, which takes minutes to hours, so it runs as
+a background task (one at a time), reports through one message it edits as it goes, and ends with
+the engine switching to the new build: later replies use it without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.render import clock, error_line
+from core.progress import ProgressEvent
+
+if TYPE_CHECKING:
+    from bot.client import EchoVidsBot
+
+log = logging.getLogger("echovids.bot.moderation")
+
+#: Interaction tokens expire after 15 minutes; after this long, progress goes to a channel message.
+TOKEN_LIFETIME_S = 14 * 60
+
+
+class NotModerator(app_commands.CheckFailure):
+    """The member lacks Manage Server and the moderator role."""
+
+
+def is_moderator(interaction: discord.Interaction, moderator_role: int | None) -> bool:
+    """Manage Server / Administrator in this guild, or the configured moderator role."""
+    if interaction.guild is None:
+        return False
+    perms = interaction.permissions
+    if perms.manage_guild or perms.administrator:
+        return True
+    user = interaction.user
+    if moderator_role is not None and isinstance(user, discord.Member):
+        if any(role.id == moderator_role for role in user.roles) or user._roles.has(moderator_role):
+            return True
+    return False
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def collect_status(data_dir: Path) -> dict[str, Any]:
+    """Facts about the current build and its liveness (blocking: run in a thread)."""
+    from core.index.store import open_current
+    from core.liveness.cache import CACHE_FILENAME, LivenessCache
+
+    build = open_current(data_dir)
+    manifest = build.manifest
+    ids = build.video_ids
+    ids = list(ids() if callable(ids) else ids)
+    status: dict[str, Any] = {"build_id": manifest.get("build_id", build.path.name),
+                              "built_at": manifest.get("built_at"), "counts": manifest.get("counts", {}),
+                              "sources": manifest.get("sources", {}), "disk_bytes": build.disk_bytes(),
+                              "embedder": manifest.get("embedder"), "videos": len(ids)}
+    cache_path = Path(data_dir) / CACHE_FILENAME
+    states: dict[str, int] = {}
+    newest = None
+    if cache_path.exists() and ids:
+        cache = LivenessCache(cache_path)
+        try:
+            for entry in cache.get_many(ids).values():
+                states[entry.state] = states.get(entry.state, 0) + 1
+                newest = entry.checked_at if newest is None else max(newest, entry.checked_at)
+        finally:
+            cache.close()
+    status["live_states"] = states
+    status["newest_check"] = newest
+    return status
+
+
+def status_embed(status: dict[str, Any], last_refresh: tuple[float, Any] | None) -> discord.Embed:
+    counts = status.get("counts") or {}
+    embed = discord.Embed(title="Index status", colour=discord.Colour(0x3B82F6))
+    embed.add_field(name="Size", value=(
+        f"{counts.get('vectors', 0):,} seconds · {counts.get('segments', 0):,} clips · "
+        f"{status.get('videos', 0):,} videos · {_bytes(status.get('disk_bytes', 0))} on disk"), inline=False)
+    sources = status.get("sources") or {}
+    lines = [f"AudioSet: `{Path(p).name}`" for p in sources.get("audioset", [])]
+    lines += [f"Library: `{Path(p).name}`" for p in sources.get("library", [])]
+    embed.add_field(name="Sources", value=("\n".join(lines) or "—")[:1024], inline=False)
+    built = status.get("built_at")
+    age = "unknown"
+    if built:
+        try:
+            when = dt.datetime.strptime(built, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+            age = f"{_age(time.time() - when.timestamp())} ago (<t:{int(when.timestamp())}:f>)"
+        except ValueError:
+            age = built
+    embed.add_field(name="Built", value=f"{age} · build `{status.get('build_id')}`", inline=False)
+    states = status.get("live_states") or {}
+    checked = sum(states.values())
+    playing = states.get("live", 0) + states.get("unembeddable", 0)
+    if checked:
+        share = f"{playing / checked:.0%} still on YouTube ({checked:,} of {status.get('videos', 0):,} videos checked)"
+    else:
+        share = "not checked yet — run `/index refresh`"
+    embed.add_field(name="Live share", value=share, inline=False)
+    if last_refresh is not None:
+        when, report = last_refresh
+        text = f"{_age(time.time() - when)} ago: {_summary(report)}"
+    elif status.get("newest_check"):
+        text = f"no refresh from this bot yet; newest liveness check {_age(time.time() - status['newest_check'])} ago"
+    else:
+        text = "never"
+    embed.add_field(name="Last refresh", value=text[:1024], inline=False)
+    return embed
+
+
+def _summary(report: Any) -> str:
+    if isinstance(report, BaseException):
+        return f"failed: {error_line(report)}"
+    parts = [f"checked {getattr(report, 'checked', 0):,} of {getattr(report, 'stale', 0):,} stale videos"]
+    dead = getattr(report, "dead", 0)
+    by_state = getattr(report, "dead_by_state", {}) or {}
+    if dead:
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(by_state.items()))
+        parts.append(f"{dead:,} gone ({detail})" if detail else f"{dead:,} gone")
+    else:
+        parts.append("none gone")
+    if getattr(report, "rebuilt", False):
+        parts.append(f"index rebuilt without {getattr(report, 'excluded', 0):,} gone videos")
+    else:
+        parts.append("index unchanged")
+    if getattr(report, "unknown", 0):
+        parts.append(f"{report.unknown:,} still unknown (retried next time)")
+    if getattr(report, "stopped", None):
+        parts.append(f"stopped early: {report.stopped}")
+    return "; ".join(parts)
+
+
+def _progress_text(event: ProgressEvent | None, started: float) -> str:
+    head = f"🔄 Index refresh running ({clock(time.monotonic() - started)})"
+    if event is None:
+        return head + " — starting…"
+    if event.total:
+        frac = min(1.0, event.done / event.total)
+        bar = "█" * int(frac * 16) + "░" * (16 - int(frac * 16))
+        line = f"{event.stage}: `{bar}` {frac:.0%} ({event.done:,}/{event.total:,} {event.unit})"
+    else:
+        line = f"{event.stage}: {event.done:,} {event.unit}"
+    if event.detail:
+        line += f" · {event.detail}"
+    return f"{head}\n{line[:1500]}"
+
+
+class _ProgressMessage:
+    """Edits the interaction's reply; after the token's lifetime, a channel message instead."""
+
+    def __init__(self, interaction: discord.Interaction):
+        self.interaction = interaction
+        self.created = time.monotonic()
+        self.fallback: discord.Message | None = None
+        self.last_text = ""
+
+    async def show(self, text: str) -> None:
+        if text == self.last_text:
+            return
+        self.last_text = text
+        try:
+            if self.fallback is not None:
+                await self.fallback.edit(content=text)
+            elif time.monotonic() - self.created < TOKEN_LIFETIME_S:
+                await self.interaction.edit_original_response(content=text)
+            else:
+                channel = self.interaction.channel
+                if isinstance(channel, discord.abc.Messageable):
+                    self.fallback = await channel.send(text)
+        except discord.HTTPException as err:
+            log.info("progress edit failed: %s", err)
+
+
+class Moderation(commands.Cog):
+    """Index upkeep for moderators."""
+
+    index = app_commands.Group(
+        name="index", description="Index upkeep (moderators)", guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+
+    def __init__(self, bot: EchoVidsBot, *, edit_interval_s: float = 2.0):
+        self.bot = bot
+        self.edit_interval_s = edit_interval_s
+        self.refresh_task: asyncio.Task[None] | None = None
+        self.refresh_started: float = 0.0
+        self.refresh_by: str = ""
+        self.last_refresh: tuple[float, Any] | None = None
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+        if not is_moderator(interaction, self.bot.settings.moderator_role):
+            raise NotModerator("moderators only")
+        return True
+
+    async def cog_app_command_error(self, interaction: discord.Interaction,
+                                    error: app_commands.AppCommandError) -> None:
+        if isinstance(error, NotModerator):
+            text = "Only moderators can do that: you need the Manage Server permission"
+            text += " or the moderator role." if self.bot.settings.moderator_role else "."
+        else:
+            original = getattr(error, "original", error)
+            log.error("moderation command failed", exc_info=original)
+            text = error_line(original, self.bot.settings)
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+
+    @index.command(name="status", description="Index size, sources, age, live share and last refresh")
+    async def status(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        loop = asyncio.get_running_loop()
+        try:
+            status = await loop.run_in_executor(None, collect_status, Path(self.bot.settings.data_dir))
+        except Exception as err:
+            await interaction.followup.send(error_line(err, self.bot.settings), ephemeral=True)
+            return
+        embed = status_embed(status, self.last_refresh)
+        if self.refresh_task is not None and not self.refresh_task.done():
+            embed.set_footer(text=f"A refresh is running (started {_age(time.monotonic() - self.refresh_started)} ago)")
+        await interaction.followup.send(embed=embed, ephemeral=True)
+
+    @index.command(name="refresh", description="Re-check which videos are still on YouTube and rebuild without the gone ones")
+    async def refresh(self, interaction: discord.Interaction) -> None:
+        if self.refresh_task is not None and not self.refresh_task.done():
+            await interaction.response.send_message(
+                f"A refresh is already running (started {_age(time.monotonic() - self.refresh_started)} ago "
+                f"by {self.refresh_by}).", ephemeral=True)
+            return
+        self.refresh_started = time.monotonic()
+        self.refresh_by = interaction.user.display_name
+        await interaction.response.send_message(_progress_text(None, self.refresh_started))
+        self.refresh_task = asyncio.create_task(self._run_refresh(_ProgressMessage(interaction)),
+                                                name="echovids-index-refresh")
+
+    async def _run_refresh(self, message: _ProgressMessage) -> None:
+        from core.liveness.refresh import arefresh_index
+
+        latest: list[ProgressEvent | None] = [None]
+
+        def progress(event: ProgressEvent) -> None:  # called on the loop and from the build thread
+            latest[0] = event
+
+        started = self.refresh_started
+        work = asyncio.create_task(arefresh_index(self.bot.settings, progress=progress))
+        while not work.done():
+            await asyncio.wait({work}, timeout=self.edit_interval_s)
+            if not work.done():
+                await message.show(_progress_text(latest[0], started))
+        took = clock(time.monotonic() - started)
+        try:
+            report = work.result()
+        except Exception as err:
+            log.error("index refresh failed", exc_info=err)
+            self.last_refresh = (time.time(), err)
+            await message.show(f"❌ Index refresh failed after {took}: {error_line(err, self.bot.settings)}")
+            return
+        self.last_refresh = (time.time(), report)
+        switched = ""
+        if getattr(report, "rebuilt", False):
+            switched = await self._switch_build()
+        await message.show(f"✅ Index refresh done in {took}: {_summary(report)}.{switched}")
+
+    async def _switch_build(self) -> str:
+        """Make the running engine use the new build now (no restart)."""
+        loop = asyncio.get_running_loop()
+        engine = self.bot.engine
+        try:
+            if engine is None:
+                engine = await self.bot.load_engine()
+            else:
+                await loop.run_in_executor(self.bot.jobs.executor, engine.reload)
+        except Exception as err:
+            log.error("switching to the new build failed", exc_info=err)
+            return f" Could not switch to the new build yet: {error_line(err, self.bot.settings)}"
+        size = getattr(engine, "index_size", None)
+        return f" Replies now use the new index ({size:,} seconds)." if isinstance(size, int) else ""
+
+    async def cog_unload(self) -> None:
+        if self.refresh_task is not None and not self.refresh_task.done():
+            self.refresh_task.cancel()
+
+
+async def setup(bot: EchoVidsBot) -> None:
+    await bot.add_cog(Moderation(bot))
