@@ -102,8 +102,15 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "echovids-bridge-bench")
     ap.add_argument("--no-yamnet", action="store_true")
     ap.add_argument("--no-full", action="store_true")
+    ap.add_argument("--evaluate-split", action="store_true",
+                    help="instead: core.index.evaluate's split and 5 s windows, a real build, bridge vs core.search")
     args = ap.parse_args()
     out: dict = {"load_avg_start": os.getloadavg()[0]}
+    if args.evaluate_split:
+        out["evaluate_split"] = same_split_as_evaluate(args.queries)
+        out["load_avg_end"] = os.getloadavg()[0]
+        print(json.dumps(out, indent=1))
+        return
 
     t = time.time()
     data = load_bal_train(args.cache)
@@ -214,6 +221,70 @@ def main() -> None:
         out["yamnet_queries"] = yamnet_queries(default, index["labels"])
     out["load_avg_end"] = os.getloadavg()[0]
     print(json.dumps(out, indent=1))
+
+
+def same_split_as_evaluate(max_queries: int, seed: int = 0, holdout: float = 0.1) -> dict:
+    """B's protocol (core.index.evaluate): seeded 10 % hold-out, a real build of the rest, one 5 s
+    window per held-out clip. Compares core.search's ranking (ANN votes + label head) with the bridge
+    fed the head's per-second probabilities of the same window (what a YAMNet query would give if
+    YAMNet agreed with the head)."""
+    from core.config import Settings
+    from core.engine import Engine
+    from core.index.builder import build_index
+    from core.index.evaluate import load_records, make_windows, precision, split
+
+    records = load_records([SHARED / "audioset_v1_embeddings" / "bal_train"])
+    train_idx, query_idx = split(records, seed, holdout)
+    held = frozenset(records[i].video_id for i in query_idx)
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="echovids-bridge-eval-") as tmp:
+        settings = Settings(data_dir=Path(tmp), audioset_meta=SHARED / "audioset_meta")
+        t = time.time()
+        build_index(settings, audioset_dirs=[SHARED / "audioset_v1_embeddings" / "bal_train"], exclude_video_ids=held)
+        out["build_s"] = round(time.time() - t, 1)
+        engine = Engine(settings)
+        engine.warm_up()
+        loaded = engine._current()
+        build, ranker = loaded.build, loaded.ranker
+        ignore = {i for i, n in enumerate(build.label_names) if n in ("Speech", "Music")}
+        seg_labels = [set(ranker.label_idx[ranker.label_ptr[i]:ranker.label_ptr[i + 1]].tolist())
+                      for i in range(ranker.n_segments)]
+        windows = make_windows(records, query_idx, seed)[: max_queries or None]
+        bridge = LabelBridge.from_build(build).warm()
+        share = LabelBridge.from_build(build, label_mode="share").warm()
+        head = build.labelhead
+        methods = {
+            "core.search (ANN votes + label head)": lambda q: [h.segment for h in ranker.search(q, 15)[0]],
+            "bridge (head per-second probs)": lambda q: [h.segment for h in bridge.search(head.predict(q), 15)],
+            "bridge, share rule": lambda q: [h.segment for h in share.search(head.predict(q), 15)],
+        }
+        for name, fn in methods.items():
+            p_all, p_strict, times = [], [], []
+            for i, _s, q in windows:
+                t0 = time.perf_counter()
+                segs = _distinct_videos(fn(q), build)[:5]
+                times.append(time.perf_counter() - t0)
+                res = [seg_labels[s] for s in segs] + [set()] * (5 - len(segs))
+                ql = set(records[i].labels)
+                p_all.append(precision(res, ql, set(), 5))
+                if ql - ignore:
+                    p_strict.append(precision(res, ql, ignore, 5))
+            out[name] = {"p_at_5": round(float(np.mean(p_all)), 4), "strict_p_at_5": round(float(np.mean(p_strict)), 4),
+                         "queries": len(windows), "strict_queries": len(p_strict),
+                         "ms_p50": round(float(np.median(times)) * 1e3, 2)}
+    out["protocol"] = {"seed": seed, "holdout": holdout, "window_seconds": 5,
+                       "note": "results deduplicated per video, as the engine does"}
+    return out
+
+
+def _distinct_videos(segs: list[int], build) -> list[int]:
+    seen, out = set(), []
+    for s in segs:
+        v = build.segment(s).video_id
+        if v not in seen:
+            seen.add(v)
+            out.append(s)
+    return out
 
 
 def yamnet_queries(bridge: LabelBridge, seg_labels: list[np.ndarray]) -> dict:

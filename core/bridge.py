@@ -93,7 +93,7 @@ def query_profile(probs: np.ndarray, pool: str = "mean") -> np.ndarray:
 
 
 def heard_from_probs(probs: np.ndarray, names: Sequence[str], top: int = 5, **kw: Any) -> list[Heard]:
-    """"Heard" from AudioSet-indexed probabilities (e.g. the label head on a query's VGGish vectors)."""
+    """The "heard" labels from AudioSet-indexed probabilities (e.g. the label head on VGGish vectors)."""
     return heard_from_scores(np.clip(np.asarray(probs, dtype=np.float32), 0, 1), names, top=top, **kw)
 
 
