@@ -73,6 +73,7 @@ class EchoVidsBot(commands.Bot):
         max_queued: int | None = None,
         sync_commands: bool = True,
         warm_up: bool = True,
+        refresh_options: dict[str, Any] | None = None,
         **client_options: Any,
     ):
         intents = discord.Intents.default()
@@ -92,6 +93,8 @@ class EchoVidsBot(commands.Bot):
         self.pca_params = pca_params
         self.sync_commands = sync_commands
         self.warm_up = warm_up
+        #: Extra keyword arguments for ``arefresh_index`` (e.g. concurrency / rate for a local fake).
+        self.refresh_options = dict(refresh_options or {})
         self.jobs = JobPool(settings.workers, max_queued=max_queued, cooldown_s=cooldown_s)
         self.lag = LoopLagMonitor()
         self.session: aiohttp.ClientSession | None = None
@@ -146,18 +149,22 @@ class EchoVidsBot(commands.Bot):
             log.info("synced %d application commands", len(synced))
 
     async def load_engine(self) -> Any | None:
-        """Load (or retry loading) the engine; a missing index is reported, not fatal."""
+        """Create the engine and load the current build now (not on the first query).
+
+        A missing index is reported, not fatal: the engine re-reads the current-build pointer on
+        every query, so a build made later (CLI or ``/index refresh``) is picked up without a restart.
+        """
         async with self._engine_lock:
-            if self.engine is not None:
-                return self.engine
             loop = asyncio.get_running_loop()
-            try:
+            if self.engine is None:
                 self.engine = await loop.run_in_executor(self.jobs.executor, self._make_engine)
+            try:
+                await loop.run_in_executor(self.jobs.executor, self.engine.reload)
                 self.engine_error = None
                 log.info("index loaded: %s vectors", getattr(self.engine, "index_size", "?"))
             except EchoVidsError as err:
                 self.engine_error = str(err)
-                log.warning("engine not loaded: %s", err)
+                log.warning("index not loaded: %s", err)
             return self.engine
 
     def _make_engine(self) -> Any:
@@ -175,7 +182,7 @@ class EchoVidsBot(commands.Bot):
         except Exception as err:  # warm-up must never stop the bot
             log.warning("audio warm-up failed: %s", err)
         engine = self.engine
-        if engine is None:
+        if engine is None or self.engine_error:
             return
         try:
             import numpy as np
@@ -192,7 +199,7 @@ class EchoVidsBot(commands.Bot):
     async def answer(self, query: Query) -> SearchResponse:
         """Search off the event loop (reload first: a refresh in another process may have swapped)."""
         engine = self.engine or await self.load_engine()
-        if engine is None:
+        if engine is None:  # pragma: no cover - load_engine always creates one
             raise IndexMissingError(self.engine_error or "no index is loaded")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.jobs.executor, engine.reload)

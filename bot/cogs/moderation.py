@@ -270,7 +270,8 @@ class Moderation(commands.Cog):
             latest[0] = event
 
         started = self.refresh_started
-        work = asyncio.create_task(arefresh_index(self.bot.settings, progress=progress))
+        work = asyncio.create_task(arefresh_index(self.bot.settings, progress=progress,
+                                                   **self.bot.refresh_options))
         while not work.done():
             await asyncio.wait({work}, timeout=self.edit_interval_s)
             if not work.done():

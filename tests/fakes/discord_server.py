@@ -109,6 +109,8 @@ class FakeDiscord:
         self.identify: dict | None = None
         self.commands: list[dict] = []
         self.attachments: dict[int, tuple[str, bytes, str]] = {}
+        #: Tokens answered with 401 (discord.py raises LoginFailure on login).
+        self.rejected_tokens: set[str] = set()
         self._rate_limits: list[tuple[str, re.Pattern[str], int, float]] = []
         self._seq = 0
         self._sockets: list[web.WebSocketResponse] = []
@@ -409,6 +411,11 @@ class FakeDiscord:
             else:
                 body = await request.read()
         rec = Recorded(request.method, path, body, time.monotonic(), query=dict(request.query))
+        auth = request.headers.get("Authorization", "")
+        if auth.removeprefix("Bot ") in self.rejected_tokens:
+            rec.status = 401
+            self.requests.append(rec)
+            return self._json({"message": "401: Unauthorized", "code": 0}, status=401)
         limited = self._take_rate_limit(request.method, path)
         if limited is not None:
             rec.status = 429

@@ -1,0 +1,369 @@
+"""End to end: the real discord.py client, the real engine (random-weight VGGish in the official
+layout, a real index over a bal_train slice), real OGG/Opus voice notes, against a local fake
+Discord and a local fake YouTube oEmbed.
+
+One fake Discord and one bot serve the whole module (logging in and loading TF + the index is the
+expensive part); each scenario uses its own users so cooldowns and replies never mix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from bot.client import EchoVidsBot
+from core.config import load_settings
+from core.index.store import open_current, read_pointer
+from tests.fakes.discord_server import EPHEMERAL_FLAG, MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord, Recorded
+from tests.fakes.oembed_server import GONE, FakeOEmbed
+from tests.media import make_voice_note
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
+
+LINK = re.compile(r"\]\((https://youtu\.be/([A-Za-z0-9_-]{11})(?:\?t=(\d+))?)\)")
+HEARTBEAT_MS = 250
+
+
+@dataclass
+class Env:
+    fake: FakeDiscord
+    oembed: FakeOEmbed
+    bot: EchoVidsBot
+    data_dir: Path
+    notes: dict[str, Path]
+    counter: int = 0
+
+    def user(self, **kw):
+        self.counter += 1
+        return self.fake.add_member(f"user{self.counter}", **kw)
+
+
+@pytest.fixture(scope="module")
+def voice_notes(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("notes")
+    return {
+        "speech": make_voice_note(folder / "speech.ogg", seconds=3.0, kind="speech"),
+        "tone": make_voice_note(folder / "tone.ogg", seconds=4.0, kind="tone"),
+        "noise": make_voice_note(folder / "noise.ogg", seconds=10.0, kind="noise"),
+    }
+
+
+@pytest.fixture(scope="module")
+def bot_data_dir(small_index_dir: Path, tmp_path_factory) -> Path:
+    """A private copy: the refresh scenario swaps the build, other modules keep theirs."""
+    target = tmp_path_factory.mktemp("botdata") / "data"
+    shutil.copytree(small_index_dir, target, symlinks=True)
+    return target
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def env(bot_data_dir, vggish_checkpoint, pca_params_path, audioset_meta, voice_notes):
+    fake = await FakeDiscord(heartbeat_interval_ms=HEARTBEAT_MS).start()
+    oembed = FakeOEmbed()
+    oembed_url = await oembed.start()
+    settings = load_settings({
+        "DISCORD_TOKEN": "test-token",
+        "DISCORD_API_BASE": fake.api_base,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+        "ECHOVIDS_DATA_DIR": str(bot_data_dir),
+        "ECHOVIDS_AUDIOSET_META": str(audioset_meta),
+        "VGGISH_CHECKPOINT": str(vggish_checkpoint),
+        "VGGISH_PCA_PARAMS": str(pca_params_path),
+        "YOUTUBE_OEMBED_URL": oembed_url,
+        "ECHOVIDS_MODERATOR_ROLE": str(fake.moderator_role_id),
+        "ECHOVIDS_MAX_AUDIO_SECONDS": "30",
+        "ECHOVIDS_MAX_ATTACHMENT_MB": "2",
+        "ECHOVIDS_WORKERS": "2",
+        "ECHOVIDS_LIVE_BUDGET_S": "2",
+    }, dotenv=False)
+    bot = EchoVidsBot(settings, cooldown_s=0.0, guild_ready_timeout=0.05,
+                      refresh_options={"rate_per_s": None, "concurrency": 32})
+    task = asyncio.create_task(bot.start(settings.discord_token))
+    deadline = time.monotonic() + 240
+    while not bot.is_ready():
+        if task.done():
+            task.result()  # surface the start-up error
+        assert time.monotonic() < deadline, "bot did not become ready"
+        await asyncio.sleep(0.05)
+    yield Env(fake, oembed, bot, bot_data_dir, voice_notes)
+    await bot.close()
+    await asyncio.wait_for(task, 30)
+    await oembed.stop()
+    await fake.stop()
+
+
+def _links(rec: Recorded) -> list[tuple[str, str, int]]:
+    assert rec.embeds, f"expected an embed, got {rec.json!r}"
+    return [(url, vid, int(t or 0)) for url, vid, t in LINK.findall(rec.embeds[0]["description"])]
+
+
+def _is_message_post(channel_id: int):
+    return lambda r: r.method == "POST" and r.path == f"/channels/{channel_id}/messages" and r.status == 200
+
+
+def _webhook_post(payload: dict):
+    return lambda r: r.method == "POST" and r.path.startswith("/webhooks/") and payload["token"] in r.path
+
+
+def _callback(payload: dict):
+    return lambda r: r.method == "POST" and r.path.endswith(f"{payload['token']}/callback")
+
+
+def _indexed_ids(env: Env) -> set[str]:
+    ids = open_current(env.data_dir).video_ids
+    return set(ids() if callable(ids) else ids)
+
+
+async def test_commands_synced_and_no_privileged_intent(env: Env):
+    names = {c["name"] for c in env.fake.commands}
+    assert {"soundalike", "index", "help", "Find sound-alikes"} <= names
+    index = next(c for c in env.fake.commands if c["name"] == "index")
+    assert int(index["default_member_permissions"]) == MANAGE_GUILD
+    assert int(env.fake.identify["intents"]) & (1 << 15) == 0  # message content not requested
+
+
+async def test_dm_voice_note_gets_embed_of_timestamped_links(env: Env):
+    user = env.user()
+    att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
+    sent = await env.fake.send_message(user, guild=False, attachments=[att], voice=True)
+    reply = await env.fake.wait_for(_is_message_post(env.fake.dm_channel_id(user)), timeout=60)
+    assert reply.json["message_reference"]["message_id"] == int(sent["id"])
+    links = _links(reply)
+    assert 1 <= len(links) <= env.bot.settings.results
+    assert len({url for url, _, _ in links}) == len(links)  # no duplicate URLs
+    indexed = _indexed_ids(env)
+    assert all(vid in indexed for _, vid, _ in links)
+    desc = reply.embeds[0]["description"]
+    assert re.search(r"at \*\*\d+:\d\d\*\*", desc) and "% match" in desc
+    footer = reply.embeds[0]["footer"]["text"]
+    assert "voice message" in footer and "indexed seconds" in footer
+    assert env.oembed.total_requests > 0  # live checks were made
+
+
+async def test_slash_with_attachment_is_deferred_then_followed_up(env: Env):
+    user = env.user()
+    att = env.fake.add_attachment(env.notes["tone"], filename="tone.ogg", content_type="audio/ogg")
+    start = time.monotonic()
+    payload = await env.fake.slash(user, "soundalike", [{"name": "audio", "type": 11, "value": att["id"]},
+                                                        {"name": "results", "type": 4, "value": 3}],
+                                   attachments=[att])
+    cb = await env.fake.wait_for(_callback(payload), timeout=10)
+    assert cb.json["type"] == 5  # deferred
+    assert cb.at - start < 3.0
+    follow = await env.fake.wait_for(_webhook_post(payload), timeout=60)
+    assert follow.at >= cb.at
+    links = _links(follow)
+    assert 1 <= len(links) <= 3
+    assert "`tone.ogg`" in follow.embeds[0]["footer"]["text"]
+
+
+async def test_context_menu_on_a_voice_message(env: Env):
+    author, clicker = env.user(), env.user()
+    att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
+    message = env.fake.message_payload(author, attachments=[att], voice=True)
+    payload = await env.fake.context_menu(clicker, "Find sound-alikes", message)
+    cb = await env.fake.wait_for(_callback(payload), timeout=10)
+    assert cb.json["type"] == 5
+    follow = await env.fake.wait_for(_webhook_post(payload), timeout=60)
+    assert _links(follow)
+
+
+async def test_context_menu_on_a_message_without_audio_is_ephemeral(env: Env):
+    author, clicker = env.user(), env.user()
+    message = env.fake.message_payload(author, content="just words")
+    payload = await env.fake.context_menu(clicker, "Find sound-alikes", message)
+    cb = await env.fake.wait_for(_callback(payload), timeout=10)
+    assert cb.json["type"] == 4 and cb.json["data"]["flags"] & EPHEMERAL_FLAG
+    assert "no voice note" in cb.json["data"]["content"]
+
+
+async def test_guild_voice_message_without_mention_is_ignored_with_mention_answered(env: Env):
+    user = env.user()
+    att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
+    before = len(env.fake.requests)
+    await env.fake.send_message(user, attachments=[att], voice=True)  # no intent, no mention: blanked
+    await asyncio.sleep(1.5)
+    assert not [r for r in env.fake.requests[before:] if r.path.startswith(f"/channels/{env.fake.channel_id}")]
+    att2 = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
+    await env.fake.send_message(user, attachments=[att2], voice=True, mention_bot=True)
+    reply = await env.fake.wait_for(_is_message_post(env.fake.channel_id), timeout=60, after=before)
+    assert _links(reply)
+
+
+async def test_non_audio_file_gets_friendly_error_then_next_voice_note_is_answered(env: Env):
+    user = env.user()
+    dm = env.fake.dm_channel_id(user)
+    before = len(env.fake.requests)
+    txt = env.fake.add_attachment(data=b"shopping list\n", filename="notes.txt", content_type="text/plain")
+    await env.fake.send_message(user, guild=False, attachments=[txt])
+    reply = await env.fake.wait_for(_is_message_post(dm), timeout=20, after=before)
+    assert "isn't audio or video" in reply.content and not reply.embeds
+
+    # Claims to be audio, is not: found only after the defer, so a short follow-up.
+    junk = env.fake.add_attachment(data=b"\x00garbage" * 500, filename="fake.ogg", content_type="audio/ogg")
+    payload = await env.fake.slash(user, "soundalike", [{"name": "audio", "type": 11, "value": junk["id"]}],
+                                   attachments=[junk])
+    assert (await env.fake.wait_for(_callback(payload), timeout=10)).json["type"] == 5
+    follow = await env.fake.wait_for(_webhook_post(payload), timeout=60)
+    assert "couldn't read that as audio" in follow.content and not follow.embeds
+
+    n = len(env.fake.requests)
+    att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
+    await env.fake.send_message(user, guild=False, attachments=[att], voice=True)
+    reply = await env.fake.wait_for(_is_message_post(dm), timeout=60, after=n)
+    assert _links(reply)
+
+
+async def test_metadata_errors_are_answered_at_once_and_ephemerally(env: Env):
+    user = env.user()
+    too_long = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=600.0)
+    too_big = env.fake.add_attachment(env.notes["speech"], filename="big.ogg", size=50 * 2**20)
+    for att, words in ((too_long, "too long"), (too_big, "too large")):
+        before = len(env.fake.requests)
+        payload = await env.fake.slash(user, "soundalike", [{"name": "audio", "type": 11, "value": att["id"]}],
+                                       attachments=[att])
+        cb = await env.fake.wait_for(_callback(payload), timeout=10)
+        assert cb.json["type"] == 4 and cb.json["data"]["flags"] & EPHEMERAL_FLAG
+        assert words in cb.json["data"]["content"]
+        await asyncio.sleep(0.2)
+        assert not [r for r in env.fake.requests[before:] if "/attachments/" in r.path or "webhooks" in r.path]
+
+    payload = await env.fake.slash(user, "soundalike", [])
+    cb = await env.fake.wait_for(_callback(payload), timeout=10)
+    assert "exactly one" in cb.json["data"]["content"] and cb.json["data"]["flags"] & EPHEMERAL_FLAG
+
+
+async def test_text_and_link_searches(env: Env):
+    user = env.user()
+    payload = await env.fake.slash(user, "soundalike", [{"name": "text", "type": 3, "value": "dog barking"}])
+    follow = await env.fake.wait_for(_webhook_post(payload), timeout=60)
+    links = _links(follow)
+    assert links and follow.embeds[0]["title"] == "Sounds like"
+
+    url, vid, t = links[0]
+    payload = await env.fake.slash(user, "soundalike", [{"name": "link", "type": 3, "value": url}])
+    follow = await env.fake.wait_for(_webhook_post(payload), timeout=60)
+    assert _links(follow) and follow.embeds[0]["title"] == "More like this"
+
+    payload = await env.fake.slash(user, "soundalike", [{"name": "link", "type": 3,
+                                                         "value": "https://youtu.be/notindexed1"}])
+    follow = await env.fake.wait_for(_webhook_post(payload), timeout=60)
+    assert follow.content.startswith("I can't search that") and not follow.embeds
+
+
+async def test_ten_voice_notes_at_once_all_answered_while_heartbeats_continue(env: Env):
+    users = [env.user() for _ in range(10)]
+    before = len(env.fake.requests)
+    beats_before = len(env.fake.heartbeats)
+    env.bot.lag.reset()
+    start = time.monotonic()
+    for i, user in enumerate(users):
+        note = env.notes["noise" if i % 2 else "speech"]
+        att = env.fake.add_attachment(note, voice=True, duration_secs=10.0 if i % 2 else 3.0)
+        await env.fake.send_message(user, guild=False, attachments=[att], voice=True)
+    for user in users:
+        reply = await env.fake.wait_for(_is_message_post(env.fake.dm_channel_id(user)), timeout=180, after=before)
+        assert _links(reply)
+    elapsed = time.monotonic() - start
+    beats = [t for t in env.fake.heartbeats[beats_before:] if t >= start]
+    # Heartbeats kept flowing: no gap much longer than the interval while ten notes were processed.
+    gaps = [b - a for a, b in zip([start] + beats, beats + [time.monotonic()])]
+    assert max(gaps) < HEARTBEAT_MS / 1000 * 4 + 0.5, f"heartbeat gap {max(gaps):.2f}s over {elapsed:.1f}s"
+    assert len(beats) >= int(elapsed / (HEARTBEAT_MS / 1000) * 0.5)
+    assert env.bot.lag.percentile(99) < 0.5
+
+
+async def test_429_on_the_reply_is_retried(env: Env):
+    user = env.user()
+    dm = env.fake.dm_channel_id(user)
+    env.fake.rate_limit_next("POST", rf"^/channels/{dm}/messages$", retry_after=0.3)
+    before = len(env.fake.requests)
+    att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
+    await env.fake.send_message(user, guild=False, attachments=[att], voice=True)
+    reply = await env.fake.wait_for(_is_message_post(dm), timeout=60, after=before)
+    posts = [r for r in env.fake.requests[before:] if r.method == "POST" and r.path == f"/channels/{dm}/messages"]
+    assert [r.status for r in posts] == [429, 200]
+    assert reply.at - posts[0].at >= 0.3
+    assert _links(reply)
+
+
+async def test_help(env: Env):
+    payload = await env.fake.slash(env.user(), "help")
+    cb = await env.fake.wait_for(_callback(payload), timeout=10)
+    assert cb.json["type"] == 4 and cb.json["data"]["flags"] & EPHEMERAL_FLAG
+    text = str(cb.json["data"]["embeds"][0])
+    assert "/soundalike" in text and "Find sound-alikes" in text
+
+
+async def test_non_moderator_is_refused_index_refresh(env: Env):
+    user = env.user(permissions=MEMBER_PERMISSIONS)
+    pointer = read_pointer(env.data_dir)
+    for sub in ("refresh", "status"):
+        payload = await env.fake.slash(user, "index", [{"name": sub, "type": 1, "options": []}])
+        cb = await env.fake.wait_for(_callback(payload), timeout=10)
+        assert cb.json["type"] == 4 and cb.json["data"]["flags"] & EPHEMERAL_FLAG
+        assert "Only moderators" in cb.json["data"]["content"]
+    await asyncio.sleep(0.3)
+    assert read_pointer(env.data_dir) == pointer
+    assert env.bot.get_cog("Moderation").refresh_task is None
+
+
+async def test_moderator_refresh_swaps_the_index_and_later_replies_use_it(env: Env):
+    moderator = env.user(roles=[env.fake.moderator_role_id])  # by role, without Manage Server
+    admin = env.user(permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
+    old_pointer = read_pointer(env.data_dir)
+    old_size = env.bot.engine.index_size
+
+    # Make the videos the bot has been answering with (and a few more) gone from "YouTube".
+    user = env.user()
+    att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
+    before = len(env.fake.requests)
+    await env.fake.send_message(user, guild=False, attachments=[att], voice=True)
+    reply = await env.fake.wait_for(_is_message_post(env.fake.dm_channel_id(user)), timeout=60, after=before)
+    gone = {vid for _, vid, _ in _links(reply)} | set(sorted(_indexed_ids(env))[:20])
+    for vid in gone:
+        env.oembed.script(vid, GONE)
+    # Their cached "live" answers are what a refresh re-checks: make them stale.
+    from core.liveness.cache import CACHE_FILENAME
+
+    with sqlite3.connect(env.data_dir / CACHE_FILENAME) as db:
+        db.execute("UPDATE checks SET expires_at = 0")
+
+    payload = await env.fake.slash(moderator, "index", [{"name": "refresh", "type": 1, "options": []}])
+    cb = await env.fake.wait_for(_callback(payload), timeout=10)
+    assert cb.json["type"] == 4 and "refresh running" in cb.json["data"]["content"]
+
+    # A second refresh while one runs is refused.
+    payload2 = await env.fake.slash(admin, "index", [{"name": "refresh", "type": 1, "options": []}])
+    cb2 = await env.fake.wait_for(_callback(payload2), timeout=10)
+    assert "already running" in cb2.json["data"]["content"]
+
+    done = await env.fake.wait_for(
+        lambda r: r.method == "PATCH" and payload["token"] in r.path and "done" in r.content, timeout=300)
+    assert "rebuilt" in done.content and "new index" in done.content
+    assert read_pointer(env.data_dir) != old_pointer
+    assert env.bot.engine.index_size < old_size
+    assert not (gone & _indexed_ids(env))
+
+    before = len(env.fake.requests)
+    att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
+    await env.fake.send_message(user, guild=False, attachments=[att], voice=True)
+    reply = await env.fake.wait_for(_is_message_post(env.fake.dm_channel_id(user)), timeout=60, after=before)
+    vids = {vid for _, vid, _ in _links(reply)}
+    assert vids and not (vids & gone)
+    assert f"{env.bot.engine.index_size:,} indexed seconds" in reply.embeds[0]["footer"]["text"]
+
+    payload = await env.fake.slash(admin, "index", [{"name": "status", "type": 1, "options": []}])
+    follow = await env.fake.wait_for(_webhook_post(payload), timeout=30)
+    fields = {f["name"]: f["value"] for f in follow.embeds[0]["fields"]}
+    assert f"{env.bot.engine.index_size:,} seconds" in fields["Size"]
+    assert "still on YouTube" in fields["Live share"]
+    assert "rebuilt" in fields["Last refresh"]
