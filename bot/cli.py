@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_index_flag(refresh)
     refresh.add_argument("--dry-run", action="store_true", help="report what would change, change nothing")
+    refresh.add_argument("--rate", type=float, default=10.0, metavar="PER_S",
+                         help="most YouTube requests per second (default 10: polite; 0 = no limit)")
+    refresh.add_argument("--concurrency", type=int, default=8, metavar="N",
+                         help="requests in flight at once (default 8)")
 
     # search ----------------------------------------------------------------------------
     search = sub.add_parser(

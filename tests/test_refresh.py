@@ -185,6 +185,16 @@ def test_full_refresh_rebuilds_without_dead_and_swaps_atomically(fake, tmp_path,
     assert again.stale == 0 and fake.total_requests == 0 and not again.rebuilt
     assert open_current(data).path == new.path
 
+    # Weeks later the gone video plays again: once its answer expires it is asked about again
+    # (although it is no longer in the build) and the rebuild brings it back; the others stay out.
+    LivenessCache.for_data_dir(data).put(OEmbedResult(gone, "gone"), now=time.time() - 90 * 86400)
+    fake.script(gone, LIVE)
+    fake.reset_counts()
+    back = refresh_index(settings, rate_per_s=None)
+    assert fake.total_requests == 1 and fake.requests[gone] == 1
+    assert back.revived == 1 and back.rebuilt and back.dead == 0
+    assert set(open_current(data).video_ids()) == set(old_ids) - {private, invalid}
+
 
 @pytest.mark.slow
 def test_cli_dry_run_changes_nothing_and_reports(fake, tmp_path, small_index_dir, monkeypatch, capsys):
@@ -244,3 +254,11 @@ def test_cli_without_an_index_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no index" in err[0] and "echovids index build" in err[0]
     assert not (tmp_path / "nothing").exists()  # a failed refresh leaves no litter
+
+
+def test_cli_refuses_nonsense_rate_and_concurrency(tmp_path, capsys):
+    from bot.cli import main
+
+    assert main(["index", "refresh", "--index", str(tmp_path), "--concurrency", "0"]) == 1
+    assert capsys.readouterr().err.strip() == "echovids: --concurrency must be at least 1 and --rate 0 or more"
+    assert main(["index", "refresh", "--index", str(tmp_path), "--rate", "-1"]) == 1

@@ -12,6 +12,7 @@ import sys
 
 from bot.terminal.progress import TerminalProgress
 from core.config import Settings
+from core.errors import BadQueryError
 from core.liveness.refresh import RefreshReport, refresh_index
 
 STATE_ORDER = ("live", "unembeddable", "gone", "private", "invalid", "unknown")
@@ -19,7 +20,12 @@ STATE_ORDER = ("live", "unembeddable", "gone", "private", "invalid", "unknown")
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     dry_run = bool(getattr(args, "dry_run", False))
-    report = refresh_index(settings, dry_run=dry_run, progress=TerminalProgress())
+    rate = getattr(args, "rate", 10.0)
+    concurrency = getattr(args, "concurrency", 8)
+    if concurrency < 1 or rate is None or rate < 0:
+        raise BadQueryError("--concurrency must be at least 1 and --rate 0 or more")
+    report = refresh_index(settings, dry_run=dry_run, progress=TerminalProgress(),
+                           rate_per_s=rate or None, concurrency=concurrency)
     print(summary(report))
     if report.stopped:
         print(f"echovids: refresh stopped early: {report.stopped}", file=sys.stderr)
@@ -39,12 +45,15 @@ def summary(report: RefreshReport) -> str:
                      + (", ".join(parts) if parts else "nothing"))
     dead = ", ".join(f"{n:,} {s}" for s, n in sorted(report.dead_by_state.items()))
     lines.append(f"{report.dead:,} indexed videos no longer play" + (f" ({dead})" if dead else ""))
+    if report.revived:
+        lines.append(f"{report.revived:,} videos left out by an earlier refresh play again"
+                     + (" and would come back" if report.dry_run else " and are back in the index"))
     if report.unknown:
         lines.append(f"{report.unknown:,} could not be checked (kept in the index; a refresh after a few minutes asks again)")
     if report.dry_run:
-        if report.dead:
+        if report.dead or report.revived:
             lines.append(f"dry run: a refresh would rebuild the index without these {report.dead:,} videos"
-                         f" (e.g. {', '.join(report.dead_sample[:3])})")
+                         + (f" (e.g. {', '.join(report.dead_sample[:3])})" if report.dead_sample else ""))
         else:
             lines.append("dry run: the index would stay as it is")
     elif report.rebuilt:

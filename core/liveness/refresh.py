@@ -54,6 +54,7 @@ class RefreshReport:
     dead_sample: list[str] = field(default_factory=list)  # a few of them, for the summary
     unknown: int = 0                 # indexed videos still without an answer (retried next run)
     excluded: int = 0                # ids the rebuild was told to leave out (all known dead)
+    revived: int = 0                 # videos an earlier refresh left out that play again
     rebuilt: bool = False
     old_build: str | None = None
     new_build: str | None = None
@@ -126,7 +127,12 @@ async def arefresh_index(
 
     cache = LivenessCache(Path(cache_path) if cache_path else data_dir / CACHE_FILENAME, ttl=ttl or TTL())
     try:
-        stale = await asyncio.to_thread(cache.stale_ids, ids)
+        # Videos an earlier refresh left out are not in the build any more; ask about them again
+        # once their answer expires, so a video that comes back re-enters the index.
+        left_out: set[str] = set()
+        if build is not None:
+            left_out = await asyncio.to_thread(lambda: cache.dead_ids() - set(ids))
+        stale = await asyncio.to_thread(cache.stale_ids, ids + sorted(left_out))
         report.stale = len(stale)
         client = OEmbedClient(
             settings.youtube_oembed_url,
@@ -149,10 +155,11 @@ async def arefresh_index(
         report.dead_by_state = dict(Counter(dead.values()))
         report.dead_sample = sorted(dead)[:10]
         report.unknown = sum(1 for vid in ids if vid not in latest or latest[vid].state == "unknown")
+        report.revived = len(left_out - exclude)
     finally:
         cache.close()
 
-    if build is not None and dead and not dry_run and report.stopped is None:
+    if build is not None and (dead or report.revived) and not dry_run and report.stopped is None:
         report.excluded = len(exclude)
         t1 = time.monotonic()
         # The build is CPU-heavy and synchronous: run it off the loop.
