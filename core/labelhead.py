@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 N_LABELS = 527
+#: Rows sampled for training at most (bal_train has 220 k; full AudioSet 20.8 M).
+MAX_TRAIN_ROWS = 600_000
 
 
 def _features(q: np.ndarray) -> np.ndarray:
@@ -50,8 +52,9 @@ class LabelHead:
         return (1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))).astype(np.float32)
 
     def predict_clip(self, q_u8: np.ndarray) -> np.ndarray:
-        """One probability vector for a whole query: mean of the per-second logits, then sigmoid."""
-        z = self.logits(q_u8).mean(axis=0)
+        """One probability vector for a whole query (several seconds): the head on their mean."""
+        x = (_features(np.atleast_2d(q_u8)).mean(0, keepdims=True) - self.mean) / self.scale
+        z = (np.maximum(x @ self.w1 + self.b1, 0) @ self.w2 + self.b2)[0]
         return (1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))).astype(np.float32)
 
     def save(self, path: Path) -> None:
@@ -64,72 +67,135 @@ class LabelHead:
             return cls(**{k: z[k] for k in ("w1", "b1", "w2", "b2", "mean", "scale", "prior")})
 
 
-def train_label_head(
-    vectors_u8: np.ndarray,
-    row_labels: list[list[int]] | np.ndarray,
-    *,
-    n_labels: int = N_LABELS,
-    hidden: int = 512,
-    epochs: int = 6,
-    batch: int = 256,
-    lr: float = 2e-3,
-    weight_decay: float = 1e-4,
-    seed: int = 0,
-    max_rows: int = 600_000,
-    on_epoch: Callable[[int, int], None] | None = None,
-) -> LabelHead:
-    """Train on rows (each labelled with its clip's labels). ``row_labels`` may be a dense 0/1 matrix."""
-    rng = np.random.default_rng(seed)
-    n = len(vectors_u8)
-    take = np.sort(rng.choice(n, size=max_rows, replace=False)) if n > max_rows else np.arange(n)
-    x_all = _features(vectors_u8[take])
-    if isinstance(row_labels, np.ndarray):
-        y_all = row_labels[take].astype(np.float32)
-    else:
-        y_all = np.zeros((len(take), n_labels), dtype=np.float32)
-        for i, r in enumerate(take):
-            y_all[i, row_labels[r]] = 1.0
-    mean = x_all.mean(0)
-    scale = x_all.std(0) + 1e-3
-    x_all = (x_all - mean) / scale
-    prior = y_all.mean(0)
-
-    w1 = (rng.standard_normal((x_all.shape[1], hidden)) * np.sqrt(2.0 / x_all.shape[1])).astype(np.float32)
+def _adam_fit(sample, n_in: int, n_labels: int, prior: np.ndarray, *, hidden: int, steps: int, lr: float,
+              weight_decay: float, rng: np.random.Generator, on_step: Callable[[int], None] | None = None):
+    """Minimise binary cross-entropy of a one-hidden-layer MLP over ``sample(step) -> (x, y)`` batches."""
+    w1 = (rng.standard_normal((n_in, hidden)) * np.sqrt(2.0 / n_in)).astype(np.float32)
     b1 = np.zeros(hidden, np.float32)
     w2 = (rng.standard_normal((hidden, n_labels)) * np.sqrt(1.0 / hidden)).astype(np.float32)
-    b2 = np.log(np.clip(prior, 1e-4, 0.5) / (1 - np.clip(prior, 1e-4, 0.5))).astype(np.float32)
+    pr = np.clip(prior, 1e-4, 0.5)
+    b2 = np.log(pr / (1 - pr)).astype(np.float32)
     params = [w1, b1, w2, b2]
     m = [np.zeros_like(p) for p in params]
     v = [np.zeros_like(p) for p in params]
     beta1, beta2, eps = 0.9, 0.999, 1e-8
-    step = 0
-    steps_total = epochs * int(np.ceil(len(x_all) / batch))
-    for epoch in range(epochs):
-        order = rng.permutation(len(x_all))
-        for lo in range(0, len(order), batch):
-            idx = order[lo:lo + batch]
-            x, y = x_all[idx], y_all[idx]
-            h_pre = x @ w1 + b1
-            h = np.maximum(h_pre, 0)
-            z = h @ w2 + b2
-            p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
-            g_z = (p - y) / len(idx)
-            g_w2 = h.T @ g_z + weight_decay * w2
-            g_b2 = g_z.sum(0)
-            g_h = (g_z @ w2.T) * (h_pre > 0)
-            g_w1 = x.T @ g_h + weight_decay * w1
-            g_b1 = g_h.sum(0)
-            step += 1
-            cur_lr = lr * 0.5 * (1 + np.cos(np.pi * step / steps_total))  # cosine decay
-            for i, g in enumerate((g_w1, g_b1, g_w2, g_b2)):
-                m[i] = beta1 * m[i] + (1 - beta1) * g
-                v[i] = beta2 * v[i] + (1 - beta2) * g * g
-                mh = m[i] / (1 - beta1 ** step)
-                vh = v[i] / (1 - beta2 ** step)
-                params[i] -= (cur_lr * mh / (np.sqrt(vh) + eps)).astype(np.float32)
-        if on_epoch:
-            on_epoch(epoch + 1, epochs)
-    return LabelHead(w1, b1, w2, b2, mean.astype(np.float32), scale.astype(np.float32), prior.astype(np.float32))
+    for step in range(1, steps + 1):
+        x, y = sample(step)
+        h_pre = x @ w1 + b1
+        h = np.maximum(h_pre, 0)
+        z = h @ w2 + b2
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+        g_z = (p - y) / len(x)
+        g_w2 = h.T @ g_z + weight_decay * w2
+        g_b2 = g_z.sum(0)
+        g_h = (g_z @ w2.T) * (h_pre > 0)
+        g_w1 = x.T @ g_h + weight_decay * w1
+        g_b1 = g_h.sum(0)
+        cur_lr = lr * 0.5 * (1 + np.cos(np.pi * step / steps))  # cosine decay
+        c1, c2 = 1 - beta1 ** step, 1 - beta2 ** step
+        for i, g in enumerate((g_w1, g_b1, g_w2, g_b2)):
+            m[i] *= beta1
+            m[i] += (1 - beta1) * g
+            v[i] *= beta2
+            v[i] += (1 - beta2) * g * g
+            params[i] -= (cur_lr / c1) * m[i] / (np.sqrt(v[i] / c2) + eps)
+        if on_step:
+            on_step(step)
+    return params
+
+
+def train_label_head(
+    vectors_u8: np.ndarray,
+    row_labels: np.ndarray,
+    *,
+    n_labels: int = N_LABELS,
+    hidden: int = 256,
+    epochs: int = 3,
+    batch: int = 1024,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    max_rows: int = MAX_TRAIN_ROWS,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> LabelHead:
+    """Train on single seconds, each labelled with its clip's labels (dense 0/1 ``row_labels``)."""
+    rng = np.random.default_rng(seed)
+    n = len(vectors_u8)
+    take = np.sort(rng.choice(n, size=max_rows, replace=False)) if n > max_rows else np.arange(n)
+    x_all = _features(vectors_u8[take])
+    y_all = row_labels[take]
+    mean = x_all.mean(0)
+    scale = x_all.std(0) + 1e-3
+    x_all = (x_all - mean) / scale
+    prior = y_all.mean(0, dtype=np.float64).astype(np.float32)
+    per_epoch = int(np.ceil(len(x_all) / batch))
+    orders: dict[int, np.ndarray] = {}
+
+    def sample(step: int):
+        e, b = divmod(step - 1, per_epoch)
+        if e not in orders:
+            orders.clear()
+            orders[e] = rng.permutation(len(x_all))
+        idx = orders[e][b * batch:(b + 1) * batch]
+        return x_all[idx], y_all[idx].astype(np.float32)
+
+    def on_step(step: int) -> None:
+        if on_epoch and step % per_epoch == 0:
+            on_epoch(step // per_epoch, epochs)
+
+    w1, b1, w2, b2 = _adam_fit(sample, x_all.shape[1], n_labels, prior, hidden=hidden, steps=epochs * per_epoch,
+                               lr=lr, weight_decay=weight_decay, rng=rng, on_step=on_step)
+    return LabelHead(w1, b1, w2, b2, mean.astype(np.float32), scale.astype(np.float32), prior)
+
+
+def train_window_head(
+    vectors_u8: np.ndarray,
+    seg_first: np.ndarray,
+    seg_len: np.ndarray,
+    seg_labels: np.ndarray,
+    *,
+    hidden: int = 256,
+    samples: int = 400_000,
+    batch: int = 1024,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> LabelHead:
+    """Train on the *mean of random windows* (1–10 s) of each clip, labelled with the clip's labels.
+
+    Why windows: queries are several seconds long and a window mean is a less noisy view of a
+    clip than one second, so training on the distribution the head is asked about at query time
+    (any length, one second included for the per-row view) fits it better for the same cost.
+    ``seg_labels`` is a dense 0/1 [segments, labels] matrix.
+    """
+    rng = np.random.default_rng(seed)
+    x = _features(vectors_u8)
+    mean = x.mean(0)
+    scale = x.std(0) + 1e-3
+    x = (x - mean) / scale
+    cs = np.zeros((len(x) + 1, x.shape[1]), dtype=np.float64)
+    np.cumsum(x, axis=0, out=cs[1:])
+    del x
+    n_seg = len(seg_len)
+    prior = seg_labels.mean(0, dtype=np.float64).astype(np.float32)
+    steps = int(np.ceil(samples / batch))
+
+    def sample(_step: int):
+        s = rng.integers(0, n_seg, batch)
+        ln = seg_len[s]
+        w = np.minimum(rng.integers(1, 11, batch), ln)
+        st = seg_first[s] + (rng.random(batch) * (ln - w + 1)).astype(np.int64)
+        xb = ((cs[st + w] - cs[st]) / w[:, None]).astype(np.float32)
+        return xb, seg_labels[s].astype(np.float32)
+
+    def on_step(step: int) -> None:
+        if on_progress and (step % 100 == 0 or step == steps):
+            on_progress(step, steps)
+
+    w1, b1, w2, b2 = _adam_fit(sample, cs.shape[1], seg_labels.shape[1], prior, hidden=hidden, steps=steps,
+                               lr=lr, weight_decay=weight_decay, rng=rng, on_step=on_step)
+    return LabelHead(w1, b1, w2, b2, mean.astype(np.float32), scale.astype(np.float32), prior)
 
 
 def top_k_view(head: LabelHead, vectors_u8: np.ndarray, k: int = 8, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:

@@ -47,8 +47,9 @@ class SearchParams:
     label_candidates: int = 300      # segments taken from the label ranking
     acoustic_candidates: int = 100   # segments taken from the aligned votes
     tau: float = 60.0                # distance scale of exp(-d/tau) acoustic similarity
-    w_acoustic: float = 0.25         # weight of acoustic similarity in the final score
+    w_acoustic: float = 0.15         # weight of acoustic similarity in the final score
     w_strict: float = 0.6            # weight of the label fit ignoring Speech/Music
+    w_knn: float = 0.3               # weight of the acoustic neighbours' labels in the query's label probabilities
 
 
 class Ranker:
@@ -89,10 +90,21 @@ class Ranker:
         return ((1 - w) * any_ + w * strict).astype(np.float32)
 
     # -- acoustic evidence --------------------------------------------------------------------------
-    def vote(self, q_u8: np.ndarray, exclude: np.ndarray | None) -> dict[int, float]:
+    def knn_label_probs(self, rows: np.ndarray, d: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
+        """Label distribution of the query's acoustic neighbours (similarity-weighted)."""
+        seg = self.build.row_segment[rows.ravel()].astype(np.int64)
+        w = np.exp(-np.maximum(d.ravel(), 0) / self.params.tau)
+        if exclude is not None:
+            w = np.where(exclude[seg], 0.0, w)
+        counts = np.diff(self.label_ptr)[seg]
+        lab = self.label_idx[np.repeat(self.label_ptr[seg], counts) + _ranges(counts)]
+        p = np.bincount(lab, weights=np.repeat(w, counts), minlength=len(self.build.label_names))
+        return (p / max(w.sum(), 1e-9)).astype(np.float32)
+
+    def vote(self, q_u8: np.ndarray, exclude: np.ndarray | None, ann_hits=None) -> dict[int, float]:
         """Time-aligned voting over ANN hits: segment → best summed similarity over offsets."""
         n = len(q_u8)
-        rows, d = self.build.ann.search(q_u8, self.params.ann_k)
+        rows, d = ann_hits if ann_hits is not None else self.build.ann.search(q_u8, self.params.ann_k)
         seg = self.build.row_segment[rows.ravel()].astype(np.int64).reshape(rows.shape)
         sec = self.build.row_second[rows.ravel()].astype(np.int64).reshape(rows.shape)
         off = sec - np.arange(n)[:, None]
@@ -187,7 +199,10 @@ class Ranker:
         if exclude_segments is not None and len(exclude_segments):
             exclude = np.zeros(self.n_segments, bool)
             exclude[exclude_segments] = True
-        votes = self.vote(q_u8, exclude)
+        ann_hits = self.build.ann.search(q_u8, self.params.ann_k)
+        votes = self.vote(q_u8, exclude, ann_hits)
+        if p is not None and probs is None and self.params.w_knn > 0:
+            p = (1 - self.params.w_knn) * p + self.params.w_knn * self.knn_label_probs(*ann_hits, exclude)
         acoustic_ids = np.array(sorted(votes, key=votes.get, reverse=True)[: self.params.acoustic_candidates],
                                 dtype=np.int64)
         if p is not None:
@@ -214,3 +229,12 @@ class Ranker:
         hits = [Hit(int(cand[i]), int(off[i]), float(score[i]), float(ls[i]), float(ac[i]), float(dist[i]),
                     bool(near[i])) for i in order[: max(top * 4, top)]]
         return hits, p
+
+
+def _ranges(counts: np.ndarray) -> np.ndarray:
+    """Concatenated aranges: [0..c0-1, 0..c1-1, ...]."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(total) - starts

@@ -131,24 +131,24 @@ def build_index(
 
         # -- label head: trained on the indexed AudioSet clips' labels only -----------------------
         head = None
-        labelled = [i for i, s in enumerate(segs) if s[4]]
+        labelled = np.array([i for i, s in enumerate(segs) if s[4]], dtype=np.int64)
         if train_head and len(labelled) >= 50:
-            rows_l = np.concatenate([np.arange(seg_first[i], seg_first[i] + seg_len[i]) for i in labelled])
-            y = np.zeros((len(rows_l), len(labels)), dtype=np.uint8)
-            seg_of_row = row_segment[rows_l]
-            for j, i in enumerate(labelled):
-                pass
-            lab_ptr = np.zeros(len(segs) + 1, dtype=np.int64)
-            lab_ptr[1:] = np.cumsum([len(s[4]) for s in segs])
-            lab_idx = np.array([x for s in segs for x in s[4]], dtype=np.int64)
-            counts = np.diff(lab_ptr)[seg_of_row]
-            rr = np.repeat(np.arange(len(rows_l)), counts)
-            cc = lab_idx[np.concatenate([np.arange(lab_ptr[s], lab_ptr[s + 1]) for s in seg_of_row])] if len(rr) else []
-            y[rr, cc] = 1
-            from core.labelhead import top_k_view, train_label_head
+            from core.labelhead import MAX_TRAIN_ROWS, top_k_view, train_window_head
 
-            head = train_label_head(vectors[rows_l], y, n_labels=len(labels),
-                                    on_epoch=lambda e, n: progress(ProgressEvent("train", e, n, "epochs")))
+            train_segs = labelled
+            if int(seg_len[labelled].sum()) > MAX_TRAIN_ROWS:  # full AudioSet scale: a fixed-seed sample
+                rng = np.random.default_rng(0)
+                keep = max(50, int(len(labelled) * MAX_TRAIN_ROWS / seg_len[labelled].sum()))
+                train_segs = np.sort(rng.choice(labelled, keep, replace=False))
+            t_len = seg_len[train_segs].astype(np.int64)
+            t_first = np.zeros(len(train_segs), dtype=np.int64)
+            t_first[1:] = np.cumsum(t_len)[:-1]
+            rows_l = np.concatenate([np.arange(seg_first[i], seg_first[i] + seg_len[i]) for i in train_segs])
+            y = np.zeros((len(train_segs), len(labels)), dtype=np.uint8)
+            for j, sg in enumerate(train_segs.tolist()):
+                y[j, segs[sg][4]] = 1
+            head = train_window_head(vectors[rows_l], t_first, t_len, y,
+                                     on_progress=lambda d, t: progress(ProgressEvent("train", d, t, "steps")))
             del y
             head.save(tmp / "labelhead.npz")
             progress(ProgressEvent("labels", 0, len(vectors), "vectors"))
@@ -213,8 +213,8 @@ def build_index(
                         "library": [str(Path(d).resolve()) for d in library_dirs]},
             "excluded_video_ids": len(exclude_video_ids),
             "problems": (bad_shards + library_errors)[:50],
-            "labelhead": None if head is None else {"kind": "mlp", "hidden": int(head.w1.shape[1]),
-                                                     "row_label_topk": 8, "trained_on_rows": int(len(rows_l))},
+            "labelhead": None if head is None else {"kind": "mlp on window means (1-10 s)", "hidden": int(head.w1.shape[1]),
+                                                     "row_label_topk": 8, "trained_on_clips": int(len(train_segs))},
             "labels": len(labels),
             "ann": ann,
         }

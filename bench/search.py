@@ -1,0 +1,227 @@
+"""Speed of the index and search, printed as JSON (not a timed test; run it on a quiet machine).
+
+Part 1, the real bal_train index: build time from TFRecords (total and the ScaNN part), recall@10
+of the ANN against exact search for held-out query seconds (unbal_train_sample: never indexed),
+p50/p95 per query second (ANN alone and the full ranked search), and a 500 × 5 s
+``search --embeddings`` batch through the CLI, minus the CLI's start-up time.
+
+Part 2, full-AudioSet scale with synthetic vectors shaped like bal_train (random bal_train seconds
+plus Gaussian noise σ=0.3 in dequantized units, re-quantized): for each N the ANN is built in shards
+(streamed from a memory-mapped file, so peak memory is one shard's), then loaded in a fresh process
+to measure resident memory, latency and recall against exact search on a few hundred queries.
+Each N runs in its own subprocess so peak RSS is that N's alone.
+
+usage: python bench/search.py [--skip-real] [--sizes 1000000,4000000,20800000] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _pcts(values) -> dict:
+    v = np.asarray(values) * 1000
+    return {"p50_ms": round(float(np.percentile(v, 50)), 3), "p95_ms": round(float(np.percentile(v, 95)), 3)}
+
+
+def real_part(settings, bal_train: Path, unbal: Path, work: Path) -> dict:
+    from core.engine import Engine
+    from core.index.ann import exact_search, recall_at_k
+    from core.index.builder import build_index
+    from core.index.tfrecord import list_shards, read_shard
+
+    data = work / "real"
+    s = settings.with_overrides(data_dir=data)
+    t0 = time.time()
+    path = build_index(s, audioset_dirs=[bal_train])
+    build_s = time.time() - t0
+    engine = Engine(s)
+    engine.warm_up()
+    loaded = engine._current()
+    build = loaded.build
+    queries = np.concatenate([r.embeddings for sh in list_shards([unbal]) for r in read_shard(sh)])
+    rng = np.random.default_rng(0)
+    q = queries[rng.choice(len(queries), 500, replace=False)]
+    exact, _ = exact_search(np.asarray(build.vectors), q, 10)
+    approx, _ = build.ann.search(q, 10)
+    # per query second, one at a time (the bot's case)
+    times = []
+    for v in q:
+        t = time.perf_counter()
+        build.ann.search(v[None, :], 10)
+        times.append(time.perf_counter() - t)
+    # the full ranked search for 5-second queries, per query second
+    clips = [r.embeddings for sh in list_shards([unbal])[:1] for r in read_shard(sh) if len(r.embeddings) >= 5]
+    full = []
+    for e in clips[:200]:
+        t = time.perf_counter()
+        loaded.ranker.search(e[:5], 15)
+        full.append((time.perf_counter() - t) / 5)
+    # 500 five-second queries through the CLI, minus start-up (a 1-query run)
+    batch = np.stack([c[:5] for c in (clips * 3)[:500]])
+    np.save(work / "batch500.npy", batch)
+    np.save(work / "batch1.npy", batch[:1])
+
+    def cli(f: Path) -> float:
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "bot.cli", "search", "--embeddings", str(f), "--no-live-check",
+                        "--index", str(data)], cwd=ROOT, check=True, capture_output=True)
+        return time.perf_counter() - t
+
+    one, five_hundred = cli(work / "batch1.npy"), cli(work / "batch500.npy")
+    m = build.manifest
+    return {
+        "vectors": build.size,
+        "build_seconds_total": round(build_s, 1),
+        "build_seconds_scann": m["ann"].get("build_seconds"),
+        "ann_config": {k: v for k, v in m["ann"]["shards"][0].items() if k not in ("dir",)},
+        "recall_at_10_vs_exact": round(recall_at_k(approx, exact, 10), 4),
+        "recall_queries": len(q),
+        "ann_per_query_second": _pcts(times),
+        "ranked_search_per_query_second": _pcts(full),
+        "cli_500x5s_batch_seconds": round(five_hundred, 2),
+        "cli_startup_seconds": round(one, 2),
+        "cli_500x5s_beyond_startup_seconds": round(five_hundred - one, 2),
+        "disk_mb": round(build.disk_bytes() / 2**20, 1),
+        "path": str(path),
+    }
+
+
+def synth_vectors(bal_train: Path, n: int, out: Path, seed: int = 0) -> Path:
+    """N uint8 vectors: random bal_train seconds + N(0, 0.3²) in dequantized units, written in chunks."""
+    from core.index.tfrecord import list_shards, read_shard
+
+    base = np.concatenate([r.embeddings for sh in list_shards([bal_train]) for r in read_shard(sh)])
+    rng = np.random.default_rng(seed)
+    mm = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(n, 128))
+    chunk = 1_000_000
+    for lo in range(0, n, chunk):
+        m = min(chunk, n - lo)
+        x = base[rng.integers(0, len(base), m)].astype(np.float32) * (4 / 255) - 2
+        x += rng.normal(0, 0.3, x.shape).astype(np.float32)
+        mm[lo:lo + m] = np.floor((np.clip(x, -2, 2) + 2) * (255 / 4)).astype(np.uint8)
+    mm.flush()
+    del mm
+    return out
+
+
+def synth_build(vec_file: Path, out_dir: Path, shard_rows: int) -> dict:
+    """Child process: build the sharded ANN from the memory-mapped vectors; report time and peak RSS."""
+    from core.index.ann import build_ann
+
+    vec = np.load(vec_file, mmap_mode="r")
+    t = time.time()
+    ann = build_ann(vec, out_dir, shard_rows=shard_rows)
+    (out_dir / "ann.json").write_text(json.dumps(ann))
+    return {"build_seconds": round(time.time() - t, 1), "peak_rss_mb": round(_peak_mb(), 0), "shards": len(ann["shards"])}
+
+
+def synth_search(vec_file: Path, out_dir: Path, queries: int = 300) -> dict:
+    """Child process: load the ANN, measure resident memory, latency and recall@10 vs exact."""
+    from core.index.ann import AnnIndex, exact_search, recall_at_k
+
+    rss0 = _rss_mb()
+    ann_manifest = json.loads((out_dir / "ann.json").read_text())
+    t = time.time()
+    ann = AnnIndex.load(out_dir, ann_manifest)
+    load_s = time.time() - t
+    rss_loaded = _rss_mb() - rss0
+    vec = np.load(vec_file, mmap_mode="r")
+    rng = np.random.default_rng(1)
+    q = vec[np.sort(rng.choice(len(vec), queries, replace=False))].astype(np.float32) * (4 / 255) - 2
+    q = np.floor((np.clip(q + rng.normal(0, 0.25, q.shape), -2, 2) + 2) * (255 / 4)).astype(np.uint8)
+    times = []
+    for v in q:
+        t = time.perf_counter()
+        ann.search(v[None, :], 10)
+        times.append(time.perf_counter() - t)
+    approx, _ = ann.search(q, 10)
+    t = time.time()
+    exact, _ = exact_search(vec, q, 10, chunk=1_000_000)
+    return {"load_seconds": round(load_s, 1), "loaded_rss_mb": round(rss_loaded, 0),
+            "recall_at_10_vs_exact": round(recall_at_k(approx, exact, 10), 4), "queries": queries,
+            "per_query_second": _pcts(times), "exact_seconds": round(time.time() - t, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--sizes", default="1000000,4000000")
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--shard-rows", type=int, default=None)
+    ap.add_argument("--child", nargs=3, metavar=("KIND", "VEC", "OUT"))
+    args = ap.parse_args()
+    if args.child:
+        kind, vec, out = args.child
+        if kind == "build":
+            from core.index.ann import DEFAULT_SHARD_ROWS
+
+            res = synth_build(Path(vec), Path(out), args.shard_rows or DEFAULT_SHARD_ROWS)
+        else:
+            res = synth_search(Path(vec), Path(out))
+        print(json.dumps(res))
+        return
+
+    from core.config import load_settings
+
+    settings = load_settings()
+    data = settings.test_data
+    bal_train = Path(data) / "audioset_v1_embeddings" / "bal_train"
+    unbal = Path(data) / "audioset_v1_embeddings" / "unbal_train_sample"
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="echovids-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    out: dict = {"loadavg_start": os.getloadavg(), "cpus": os.cpu_count()}
+    if not args.skip_real:
+        out["bal_train"] = real_part(settings, bal_train, unbal, work)
+        print(json.dumps(out["bal_train"]), file=sys.stderr, flush=True)
+    out["synthetic"] = {}
+    for n in [int(x) for x in args.sizes.split(",") if x]:
+        vec = synth_vectors(bal_train, n, work / f"synth_{n}.npy")
+        ann_dir = work / f"ann_{n}"
+        shutil.rmtree(ann_dir, ignore_errors=True)
+        res: dict = {"loadavg_before": os.getloadavg()}
+        extra = ["--shard-rows", str(args.shard_rows)] if args.shard_rows else []
+        for kind in ("build", "search"):
+            p = subprocess.run([sys.executable, __file__, "--child", kind, str(vec), str(ann_dir), *extra],
+                               capture_output=True, text=True)
+            if p.returncode != 0:
+                res[kind] = {"error": p.stderr.strip().splitlines()[-1:] }
+                break
+            res[kind] = json.loads(p.stdout.strip().splitlines()[-1])
+        out["synthetic"][str(n)] = res
+        print(json.dumps({n: res}), file=sys.stderr, flush=True)
+        shutil.rmtree(ann_dir, ignore_errors=True)
+        vec.unlink(missing_ok=True)
+    out["loadavg_end"] = os.getloadavg()
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

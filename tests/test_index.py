@@ -1,0 +1,137 @@
+"""Ingest, build directories and the atomic current pointer, on real bal_train shards."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.config import Settings
+from core.errors import IndexMissingError
+from core.index import store
+from core.index.tfrecord import ShardError, iter_tfrecord, parse_sequence_example, read_shard
+
+
+def test_reader_matches_tensorflow(bal_train_dir: Path):
+    import tensorflow as tf
+
+    shard = bal_train_dir / "--.tfrecord"
+    ours = read_shard(shard, check_data_crc=True)
+    theirs = [tf.train.SequenceExample.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(shard))]
+    assert len(ours) == len(theirs) > 0
+    for a, b in zip(ours, theirs):
+        ctx = b.context.feature
+        assert a.video_id == ctx["video_id"].bytes_list.value[0].decode()
+        assert a.start_time_seconds == pytest.approx(ctx["start_time_seconds"].float_list.value[0])
+        assert a.labels == list(ctx["labels"].int64_list.value)
+        frames = b.feature_lists.feature_list["audio_embedding"].feature
+        expect = np.stack([np.frombuffer(f.bytes_list.value[0], np.uint8) for f in frames])
+        np.testing.assert_array_equal(a.embeddings, expect)
+    first = ours[0]
+    assert (first.video_id, first.start_time_seconds, first.labels, len(first.embeddings)) == ("--cB2ZVjpnA", 30.0, [399], 10)
+
+
+def test_corrupt_shards_raise_typed_errors(bal_train_dir: Path, tmp_path: Path):
+    data = (bal_train_dir / "--.tfrecord").read_bytes()
+    (tmp_path / "cut.tfrecord").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ShardError, match="cut.tfrecord"):
+        read_shard(tmp_path / "cut.tfrecord")
+    flipped = bytearray(data)
+    flipped[3] ^= 0xFF  # the length header: its CRC no longer matches
+    (tmp_path / "flip.tfrecord").write_bytes(bytes(flipped))
+    with pytest.raises(ShardError, match="checksum"):
+        read_shard(tmp_path / "flip.tfrecord")
+    with pytest.raises(ValueError):
+        parse_sequence_example(b"\x0a\x05garbage")
+    assert list(iter_tfrecord(b"")) == []
+
+
+def _settings(data_dir: Path, meta: Path) -> Settings:
+    return Settings(data_dir=data_dir, audioset_meta=meta)
+
+
+def test_small_index_layout_and_timestamps(small_index_dir: Path, bal_train_dir: Path):
+    build = store.open_current(small_index_dir)
+    m = build.manifest
+    assert m["counts"]["shard_files"] == 300 and m["counts"]["bad_shards"] == 0
+    assert m["embedder"] == "vggish" and m["vector_dtype"] == "uint8"
+    assert build.size == len(build.vectors) == len(build.row_segment) == len(build.row_second)
+    assert isinstance(build.vectors, np.memmap)
+    assert m["ann"]["shards"][0]["kind"] == "brute"  # small N: exact
+    ids = build.video_ids()
+    assert len(ids) == len(set(ids)) == m["counts"]["videos"]
+    # every row maps back to its record's seconds: start_time_seconds + frame index
+    from tests.index_fixtures import small_shards
+
+    records = [r for s in small_shards(bal_train_dir) for r in read_shard(s)]
+    short = next(r for r in records if len(r.embeddings) < 10)
+    info = build.segments_of_video(short.video_id)[0]
+    assert info.n_seconds == len(short.embeddings) and info.start_seconds == short.start_time_seconds
+    first = int(build.segments["seg_first_row"][info.id])
+    np.testing.assert_array_equal(build.vectors[first:first + info.n_seconds], short.embeddings)
+    assert list(build.row_second[first:first + info.n_seconds]) == list(range(info.n_seconds))
+    assert info.labels == short.labels
+    # the per-row label view the YAMNet bridge reads
+    idx, p = build.row_labels
+    assert idx.shape == p.shape == (build.size, 8) and p.dtype == np.uint8
+    dense = build.row_label_probs(np.arange(5))
+    assert dense.shape == (5, 527) and 0 <= dense.min() and dense.max() <= 1
+    probs = build.labelhead.predict(np.asarray(build.vectors[:3]))
+    assert probs.shape == (3, 527) and probs.dtype == np.float32
+
+
+def test_bad_shards_are_skipped_counted_and_named(bal_train_dir: Path, audioset_meta: Path, tmp_path: Path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in sorted(bal_train_dir.glob("*.tfrecord"))[:20]:
+        shutil.copy(p, src / p.name)
+    (src / "zz-truncated.tfrecord").write_bytes((bal_train_dir / "--.tfrecord").read_bytes()[:100])
+    (src / "zz-garbage.tfrecord").write_bytes(b"not a tfrecord at all" * 10)
+    from core.index.builder import build_index
+
+    path = build_index(_settings(tmp_path / "data", audioset_meta), audioset_dirs=[src])
+    m = json.loads((path / "manifest.json").read_text())
+    assert m["counts"]["bad_shards"] == 2 and m["counts"]["shard_files"] == 22
+    assert any("zz-truncated" in p for p in m["problems"]) and any("zz-garbage" in p for p in m["problems"])
+    assert m["counts"]["segments"] > 50
+
+
+def test_failed_build_leaves_current_untouched(bal_train_dir: Path, audioset_meta: Path, tmp_path: Path, monkeypatch):
+    from core.index import ann, builder
+
+    shards = sorted(bal_train_dir.glob("*.tfrecord"))[:15]
+    settings = _settings(tmp_path / "data", audioset_meta)
+    with pytest.raises(IndexMissingError):
+        store.open_current(settings.data_dir)
+    first = builder.build_index(settings, audioset_dirs=shards[:10], train_head=False)
+    assert store.open_current(settings.data_dir).path == first
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ann, "build_ann", boom)
+    with pytest.raises(RuntimeError):
+        builder.build_index(settings, audioset_dirs=shards)
+    current = store.open_current(settings.data_dir)
+    assert current.path == first
+    assert not list((settings.data_dir / "builds").glob(".tmp-*"))
+    monkeypatch.undo()
+    # exclusions and a rebuild from the manifest's own sources
+    excluded = current.video_ids()[:3]
+    second = builder.build_index(settings, exclude_video_ids=frozenset(excluded), train_head=False)
+    rebuilt = store.open_current(settings.data_dir)
+    assert rebuilt.path == second != first
+    assert rebuilt.manifest["counts"]["excluded_records"] == 3
+    assert set(excluded).isdisjoint(rebuilt.video_ids())
+    assert rebuilt.manifest["sources"] == current.manifest["sources"]
+
+
+def test_missing_index_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(IndexMissingError, match="index build"):
+        store.open_current(tmp_path)
+    (tmp_path / "CURRENT").write_text("nope\n")
+    with pytest.raises(IndexMissingError, match="incomplete"):
+        store.open_current(tmp_path)
