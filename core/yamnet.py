@@ -277,12 +277,68 @@ class YamnetModel:
             return mapping
 
     def heard(self, samples_16k: np.ndarray, top: int = 5, *, min_score: float = HEARD_MIN_SCORE) -> list[Heard]:
-        """The clip's top labels (mean over windows), scores in 0–1, best first."""
-        return heard_from_scores(self.scores(samples_16k), self.names, top=top, min_score=min_score)
+        """The clip's top labels (mean over its sounding windows), scores in 0–1, best first."""
+        return self.listen(samples_16k, top=top, min_score=min_score).heard
+
+    def listen(
+        self,
+        samples_16k: np.ndarray,
+        label_mids: Sequence[str] | None = None,
+        *,
+        top: int = 5,
+        min_score: float = HEARD_MIN_SCORE,
+    ) -> Listening:
+        """One YAMNet pass giving both what a query is heard as and its label probabilities for search.
+
+        Silent windows are left out of both: a voice note with three seconds of speech and four of
+        trailing silence would otherwise be "heard" as Silence 71 %, Speech 28 % and matched to clips
+        labelled Silence (measured). A window is silent when YAMNet's top class for it is Silence;
+        when every window is, the clip *is* silence and is reported as such. In the search
+        probabilities the Silence class is zeroed for sounding clips: it is the absence of sound, not
+        something to sound like.
+        """
+        scores = self.scores(samples_16k)
+        silence = self.silence_index
+        sounding = np.ones(len(scores), dtype=bool)
+        if silence is not None:
+            sounding = scores.argmax(axis=1) != silence
+            if not sounding.any():
+                sounding[:] = True
+        kept = scores[sounding]
+        heard = heard_from_scores(kept, self.names, top=top, min_score=min_score)
+        search = kept.copy()
+        if silence is not None and (kept.argmax(axis=1) != silence).any():
+            search[:, silence] = 0.0
+        probs = None
+        if label_mids is not None or self.audioset_labels_path.is_file():
+            probs = self.to_audioset(search, label_mids)
+        return Listening(scores=scores, sounding=sounding, heard=heard, probs=probs)
+
+    @property
+    def silence_index(self) -> int | None:
+        try:
+            return self.names.index("Silence")
+        except ValueError:
+            return None
 
     def _run(self, samples_16k: np.ndarray, want_embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         samples = _as_waveform(samples_16k)
         return self._runner().run(samples, want_embeddings)
+
+
+@dataclass(frozen=True)
+class Listening:
+    """What :meth:`YamnetModel.listen` found in one clip."""
+
+    #: ``[windows, 521]`` raw per-window scores.
+    scores: np.ndarray
+    #: ``[windows]`` True for windows that are not silence (all True for an all-silent clip).
+    sounding: np.ndarray
+    #: Top labels over the sounding windows.
+    heard: list[Heard]
+    #: ``[sounding windows, labels]`` probabilities in AudioSet (or the given ``label_mids``) order
+    #: for the label bridge, Silence zeroed; None when no AudioSet label list is known.
+    probs: np.ndarray | None
 
 
 def heard_from_scores(

@@ -170,6 +170,27 @@ def test_chirp_is_tonal_or_musical_not_speech(model: YamnetModel, tmp_path: Path
 def test_digital_silence_is_silence(model: YamnetModel, families):
     heard = model.heard(np.zeros(16000, np.float32))
     assert heard[0].label == "Silence" and heard[0].score > 0.5
+    listening = model.listen(np.zeros(16000 * 2, np.float32))
+    assert listening.sounding.all() and listening.probs.shape == (len(listening.scores), AUDIOSET_CLASSES)
+
+
+def test_trailing_silence_is_not_what_was_heard(model: YamnetModel, tmp_path: Path, families):
+    """Three seconds of speech then four of silence, as a Discord voice note: heard and searched as speech."""
+    wav, note = tmp_path / "hello.wav", tmp_path / "hello.ogg"
+    subprocess.run(["espeak-ng", "-w", str(wav), "Hello there, find me a dog."], check=True, capture_output=True)
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(wav), "-af", "apad=pad_dur=5",
+                    "-c:a", "libopus", "-ar", "48000", "-ac", "1", str(note)], check=True, capture_output=True)
+    samples = _decode(note)
+    listening = model.listen(samples)
+    assert len(listening.scores) == frame_count(len(samples))
+    assert 0 < listening.sounding.sum() < len(listening.scores)  # the tail windows are dropped
+    assert listening.heard[0].label in families["speech"]
+    assert "Silence" not in _names(listening.heard)
+    assert _names(model.heard(samples)) == _names(listening.heard)
+    silence_col = model.audioset_names.index("Silence")
+    assert listening.probs.shape == (int(listening.sounding.sum()), AUDIOSET_CLASSES)
+    assert (listening.probs[:, silence_col] == 0).all()
+    assert listening.probs[:, model.audioset_names.index("Speech")].mean() > 0.5
 
 
 def test_heard_mean_keeps_top_label_and_drops_weak_ones():
