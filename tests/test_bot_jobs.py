@@ -92,3 +92,18 @@ async def test_lag_monitor_sees_a_blocked_loop():
     await asyncio.sleep(0.05)
     await mon.stop()
     assert mon.percentile(100) >= 0.15
+
+
+def test_privileged_intent_only_with_listen_channels():
+    from bot.client import EchoVidsBot
+    from core.config import Settings
+
+    plain = EchoVidsBot(Settings())
+    listening = EchoVidsBot(Settings(listen_channels=frozenset({123})))
+    try:
+        assert not plain.intents.message_content
+        assert listening.intents.message_content
+        assert plain.intents.dm_messages and plain.intents.guild_messages
+    finally:
+        plain.jobs.shutdown()
+        listening.jobs.shutdown()

@@ -91,3 +91,29 @@ def test_text_query_title_and_footer():
     embed = render_response(resp, searched='"dog barking"')
     assert embed.title == "Sounds like"
     assert embed.footer.text.startswith('Searched "dog barking"')
+
+
+def test_error_lines_are_friendly_single_lines():
+    from bot.render import error_line
+    from core import audio
+    from core.config import Settings
+    from core.errors import BadQueryError, DownloadError, IndexMissingError, ModelMissingError
+
+    settings = Settings(max_attachment_mb=8, max_audio_seconds=90)
+    cases = {
+        audio.NotAudioError("x"): "couldn't read that as audio",
+        audio.NoAudioStreamError("x"): "no sound track",
+        audio.AudioTooLargeError("x"): "limit is 8 MB",
+        audio.AudioTooLongError("x"): "limit is 1:30",
+        audio.AudioTooShortError("x"): "too short",
+        audio.DecodeTimeoutError("x"): "took too long",
+        IndexMissingError("no index in /x"): "index isn't loaded",
+        ModelMissingError("VGGish checkpoint not found"): "model isn't installed",
+        DownloadError("x"): "couldn't download",
+        BadQueryError("video abc is not in the index"): "video abc is not in the index",
+        RuntimeError("boom /secret/path"): "went wrong on my side",
+    }
+    for err, words in cases.items():
+        line = error_line(err, settings)
+        assert words in line, (err, line)
+        assert "\n" not in line and "/secret/path" not in line
