@@ -191,8 +191,9 @@ class Engine:
 
         if audio is None:
             raise BadQueryError("no audio given")
+        embedder = self.embedder  # a missing model is reported before any decoding work
         wave = decode_audio(audio, AudioLimits.from_settings(self.settings))
-        vectors = np.asarray(self.embedder.embed(wave.samples), dtype=np.uint8)
+        vectors = np.asarray(embedder.embed(wave.samples), dtype=np.uint8)
         if len(vectors) == 0:
             raise BadQueryError("the audio is too short to embed")
         return vectors

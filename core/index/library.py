@@ -55,10 +55,8 @@ def ingest_library(settings, folders: list[Path], *, on_file: Callable[[int, int
     from core.vggish import load_embedder
 
     embedder = load_embedder(settings)
-    limits = AudioLimits.from_settings(settings)
-    # Library files may be long; allow up to an hour each while keeping the byte guard generous.
-    limits = type(limits)(max_bytes=max(limits.max_bytes, 2 * 2**30), max_seconds=3600.0,
-                          min_seconds=limits.min_seconds, timeout_s=max(limits.timeout_s, 600.0))
+    # Library files may be long (an hour each), unlike chat attachments.
+    limits = AudioLimits.from_settings(settings, max_bytes=2 * 2**30, max_seconds=3600.0, timeout_s=600.0)
     items: list[LibraryItem] = []
     todo = [(folder, p) for folder in folders for p in list_library(Path(folder))]
     meta = {Path(folder): read_library_csv(Path(folder)) for folder in folders}
