@@ -181,9 +181,25 @@ class Engine:
             resp.results = resp.results[: query.top]
         return resp
 
-    def search_many(self, batch: list[np.ndarray], top: int) -> list[SearchResponse]:
-        """Several embeddings queries in one call (the ``[Q,n,128]`` CLI form), in order."""
-        return [self.search(Query(kind="embeddings", embeddings=q, top=top, live_check=False)) for q in batch]
+    def search_many(self, batch, top: int, *, workers: int | None = None) -> list[SearchResponse]:
+        """Several embeddings queries in one call (the ``[Q,n,128]`` CLI form), in order, trimmed to ``top``.
+
+        Queries run on a small thread pool: ScaNN and NumPy's matrix products release the GIL,
+        so two cores answer a batch nearly twice as fast.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.warm_up()
+        queries = [Query(kind="embeddings", embeddings=q, top=top, live_check=False) for q in batch]
+        n_workers = max(1, workers or self.settings.workers)
+        if n_workers == 1 or len(queries) < 4:
+            responses = [self.search(q) for q in queries]
+        else:
+            with ThreadPoolExecutor(n_workers) as pool:
+                responses = list(pool.map(self.search, queries))
+        for r in responses:
+            r.results = r.results[:top]
+        return responses
 
     # -- the query kinds ---------------------------------------------------------------------------------
     def _embed_audio(self, audio) -> np.ndarray:

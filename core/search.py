@@ -44,8 +44,8 @@ class Hit:
 @dataclass
 class SearchParams:
     ann_k: int = 60                  # ANN neighbours per query second
-    label_candidates: int = 300      # segments taken from the label ranking
-    acoustic_candidates: int = 100   # segments taken from the aligned votes
+    label_candidates: int = 120      # segments taken from the label ranking
+    acoustic_candidates: int = 60    # segments taken from the aligned votes
     tau: float = 60.0                # distance scale of exp(-d/tau) acoustic similarity
     w_acoustic: float = 0.15         # weight of acoustic similarity in the final score
     w_strict: float = 0.6            # weight of the label fit ignoring Speech/Music
@@ -70,6 +70,7 @@ class Ranker:
         self.head = build.labelhead
         names = build.label_names
         self.ubiquitous = np.array([i for i, n in enumerate(names) if n in ("Speech", "Music")], dtype=np.int64)
+        self.label_is_ubiquitous = np.isin(self.label_idx, self.ubiquitous)
 
     # -- label evidence -------------------------------------------------------------------------
     def query_label_probs(self, q_u8: np.ndarray) -> np.ndarray | None:
@@ -82,9 +83,7 @@ class Ranker:
         logq = np.log1p(-np.clip(p, 0, 0.999)).astype(np.float64)
         contrib = logq[self.label_idx]
         any_ = 1 - np.exp(np.bincount(self.label_seg, weights=contrib, minlength=self.n_segments))
-        strict_contrib = contrib.copy()
-        if len(self.ubiquitous):
-            strict_contrib[np.isin(self.label_idx, self.ubiquitous)] = 0.0
+        strict_contrib = np.where(self.label_is_ubiquitous, 0.0, contrib)
         strict = 1 - np.exp(np.bincount(self.label_seg, weights=strict_contrib, minlength=self.n_segments))
         w = self.params.w_strict
         return ((1 - w) * any_ + w * strict).astype(np.float32)
@@ -154,41 +153,33 @@ class Ranker:
 
         Returns (offset, mean distance per aligned second, acoustic similarity in [0,1]).
         Offsets run from -(n-1) to len-1; only overlapping seconds count, and a partial overlap
-        is penalised by averaging over the query's length.
+        is penalised by averaging the similarity over the query's length. A near-duplicate needs
+        the overlap to cover most of the query (one shared second is not evidence).
         """
         q = dequantize(q_u8)
         n = len(q)
-        lmax = int(self.seg_len[segments].max()) if len(segments) else 1
+        lens = self.seg_len[segments]
+        lmax = int(lens.max())
         rows = self.seg_first[segments][:, None] + np.arange(lmax)[None, :]
-        valid = np.arange(lmax)[None, :] < self.seg_len[segments][:, None]
+        valid = np.arange(lmax)[None, :] < lens[:, None]
         rows = np.where(valid, rows, self.seg_first[segments][:, None])
         x = dequantize(self.build.vectors[rows.ravel()]).reshape(len(segments), lmax, -1)
-        d = ((q * q).sum(1)[None, :, None] - 2 * np.einsum("nd,sld->snl", q, x)
-             + (x * x).sum(2)[:, None, :])  # [S, n, L]
-        d = np.maximum(d, 0)
-        d = np.where(valid[:, None, :], d, np.inf)
-        sim = np.exp(-d / self.params.tau)
-        offsets = np.arange(-(n - 1), lmax)
-        best_sim = np.full(len(segments), -1.0)
-        best_off = np.zeros(len(segments), dtype=np.int64)
-        best_dist = np.full(len(segments), np.inf)
-        qi = np.arange(n)
-        for o in offsets:
-            j = qi + o
-            ok = (j >= 0) & (j < lmax)
-            if not ok.any():
-                continue
-            s_o = sim[:, qi[ok], j[ok]].sum(1) / n
-            d_o = d[:, qi[ok], j[ok]]
-            cover = np.isfinite(d_o).sum(1)
-            mean_d = np.where(cover > 0, np.where(np.isfinite(d_o), d_o, 0).sum(1) / np.maximum(cover, 1), np.inf)
-            # a near-duplicate must cover most of the query; a 1-second overlap is not evidence
-            mean_d = np.where(cover >= max(1, min(n, 3) if n >= 3 else n), mean_d, np.inf)
-            better = s_o > best_sim
-            best_sim = np.where(better, s_o, best_sim)
-            best_off = np.where(better, o, best_off)
-            best_dist = np.minimum(best_dist, mean_d)
-        return best_off, best_dist, np.clip(best_sim, 0, 1)
+        cross = (x.reshape(-1, x.shape[2]) @ q.T).reshape(len(segments), lmax, n).transpose(0, 2, 1)
+        d = (q * q).sum(1)[None, :, None] - 2 * cross + (x * x).sum(2)[:, None, :]  # [S, n, L]
+        d = np.where(valid[:, None, :], np.maximum(d, 0), np.inf)
+        n_off = lmax + n - 1                       # offsets -(n-1) .. lmax-1
+        pad = np.full((len(segments), n, lmax + 2 * (n - 1)), np.inf, dtype=np.float32)
+        pad[:, :, n - 1:n - 1 + lmax] = d
+        qi = np.arange(n)[:, None]
+        dd = pad[:, qi, qi + np.arange(n_off)[None, :]]  # [S, n, offsets]: query second i vs i+o
+        finite = np.isfinite(dd)
+        sim = np.where(finite, np.exp(-np.where(finite, dd, 0) / self.params.tau), 0).sum(1) / n
+        cover = finite.sum(1)
+        need = min(n, 3)
+        mean_d = np.where(finite, dd, 0).sum(1) / np.maximum(cover, 1)
+        mean_d = np.where(cover >= need, mean_d, np.inf)
+        best = np.argmax(sim, axis=1)
+        return best - (n - 1), mean_d.min(1), np.clip(sim[np.arange(len(segments)), best], 0, 1)
 
     # -- the whole query ---------------------------------------------------------------------------
     def search(self, q_u8: np.ndarray, top: int, *, exclude_segments: np.ndarray | None = None,

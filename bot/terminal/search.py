@@ -88,7 +88,10 @@ def run(args, settings) -> int:
     engine = Engine(settings, checkpoint=args.checkpoint, pca_params=args.pca_params,
                     liveness=_liveness(settings, not args.no_live_check))
     engine.warm_up()
-    responses = asyncio.run(_answer_all(engine, queries))
+    if batch and engine.liveness is None:
+        responses = engine.search_many([q.embeddings for q in queries], args.top)
+    else:
+        responses = asyncio.run(_answer_all(engine, queries))
     if batch:
         print(json.dumps([r.to_json() for r in responses]))
     elif args.json:
