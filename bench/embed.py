@@ -26,12 +26,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 
-def _median_ms(fn, runs: int) -> tuple[float, object]:
-    times, out = [], None
+CPU: dict[str, float] = {}  # stage → median process CPU ms (all threads); robust to other load
+
+
+def _median_ms(fn, runs: int, stage: str | None = None) -> tuple[float, object]:
+    times, cpus, out = [], [], None
     for _ in range(runs):
+        c = time.process_time()
         t = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    if stage:
+        CPU[stage] = round(statistics.median(cpus) * 1000, 1)
     return round(statistics.median(times) * 1000, 1), out
 
 
@@ -74,13 +81,13 @@ def main() -> None:
     warm_s = time.perf_counter() - t
     limits = audio.AudioLimits()
 
-    decode_ms, (mono48, rate) = _median_ms(lambda: audio._decode_soundfile(data, None, limits.max_seconds), args.runs)
-    resample_ms, samples = _median_ms(lambda: audio.resample_to_target(mono48, rate), args.runs)
+    decode_ms, (mono48, rate) = _median_ms(lambda: audio._decode_soundfile(data, None, limits.max_seconds), args.runs, 'decode')
+    resample_ms, samples = _median_ms(lambda: audio.resample_to_target(mono48, rate), args.runs, 'resample')
     decode_audio_ms, wave = _median_ms(lambda: audio.decode_audio(data, limits), args.runs)
-    frontend_ms, examples = _median_ms(lambda: waveform_to_examples(wave.samples), args.runs)
-    network_ms, raw = _median_ms(lambda: embedder.embed_examples_raw(examples), args.runs)
+    frontend_ms, examples = _median_ms(lambda: waveform_to_examples(wave.samples), args.runs, 'frontend')
+    network_ms, raw = _median_ms(lambda: embedder.embed_examples_raw(examples), args.runs, 'network')
     post_ms, _ = _median_ms(lambda: embedder.postprocessor(raw), args.runs)
-    e2e_ms, vectors = _median_ms(lambda: embedder.embed(audio.decode_audio(data, limits).samples), args.runs)
+    e2e_ms, vectors = _median_ms(lambda: embedder.embed(audio.decode_audio(data, limits).samples), args.runs, 'end_to_end')
 
     import resampy
 
@@ -97,7 +104,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     long = (0.1 * rng.standard_normal(int(args.throughput_seconds * audio.TARGET_RATE))).astype(np.float32)
     embedder.embed(long)
-    tput_ms, tput_vectors = _median_ms(lambda: embedder.embed(long), 3)
+    tput_ms, tput_vectors = _median_ms(lambda: embedder.embed(long), 3, 'throughput_120s')
     n = len(tput_vectors)
     net_only_ms, _ = _median_ms(lambda: embedder.embed_examples_raw(waveform_to_examples(long)), 3)
 
@@ -120,6 +127,7 @@ def main() -> None:
             "target_end_to_end_ms": 250,
             "runs": args.runs,
         },
+        "cpu_ms_all_threads": CPU,
         "resample_10s_48k": filters,
         "ffmpeg_decode_10s_ms": ffmpeg_ms,
         "throughput": {
