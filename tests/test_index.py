@@ -135,3 +135,18 @@ def test_missing_index_is_a_clear_error(tmp_path: Path):
     (tmp_path / "CURRENT").write_text("nope\n")
     with pytest.raises(IndexMissingError, match="incomplete"):
         store.open_current(tmp_path)
+
+
+def test_sharded_ann_matches_exact_search(small_index_dir: Path, tmp_path: Path):
+    from core.index.ann import AnnIndex, build_ann, exact_search, recall_at_k
+
+    vec = np.asarray(store.open_current(small_index_dir).vectors[:12_000])
+    manifest = build_ann(vec, tmp_path / "scann", shard_rows=5_000)
+    assert [s["rows"] for s in manifest["shards"]] == [4_000, 4_000, 4_000]
+    ann = AnnIndex.load(tmp_path / "scann", manifest)
+    q = vec[::997]
+    rows, d = ann.search(q, 10)
+    exact, exact_d = exact_search(vec, q, 10)
+    assert recall_at_k(rows, exact, 10) == 1.0
+    np.testing.assert_allclose(d, exact_d, rtol=1e-4, atol=1e-2)
+    assert (rows[:, 0] == np.arange(0, 12_000, 997)).all()  # each query finds itself first

@@ -109,6 +109,12 @@ class AnnIndex:
     def __init__(self, searchers: list, shards: list[dict]):
         self.searchers = searchers
         self.shards = shards
+        self._pool = None
+        if len(searchers) > 1:
+            # ScaNN releases the GIL: shards are searched side by side on the machine's cores.
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=min(len(searchers), os.cpu_count() or 1))
 
     @classmethod
     def load(cls, root: Path, ann_manifest: dict) -> AnnIndex:
@@ -120,19 +126,23 @@ class AnnIndex:
     def search(self, queries_u8: np.ndarray, k: int, *, leaves: int | None = None,
                reorder: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         q = dequantize(np.atleast_2d(queries_u8))
-        all_rows, all_d = [], []
-        for searcher, s in zip(self.searchers, self.shards):
+
+        def one(i: int):
+            searcher, s = self.searchers[i], self.shards[i]
             kk = min(k, s["rows"])
             kwargs: dict = {"final_num_neighbors": kk}
             if s["kind"] == "ah":
                 kwargs["leaves_to_search"] = leaves or s["leaves_to_search"]
                 kwargs["pre_reorder_num_neighbors"] = max(kk, reorder or s["reorder"])
-            if len(q) > 16:
+            if len(q) > 16 and self._pool is None:
                 rows, d = searcher.search_batched_parallel(q, **kwargs)
             else:
                 rows, d = searcher.search_batched(q, **kwargs)
-            all_rows.append(rows.astype(np.int64) + s["offset"])
-            all_d.append(d)
+            return rows.astype(np.int64) + s["offset"], d
+
+        parts = list(self._pool.map(one, range(len(self.searchers)))) if self._pool else [one(0)]
+        all_rows = [p[0] for p in parts]
+        all_d = [p[1] for p in parts]
         if len(all_rows) == 1:
             return all_rows[0], all_d[0]
         rows = np.concatenate(all_rows, axis=1)
