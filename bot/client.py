@@ -197,12 +197,14 @@ class EchoVidsBot(commands.Bot):
 
     # -- the one search path every trigger uses --------------------------------------------
     async def answer(self, query: Query) -> SearchResponse:
-        """Search off the event loop (reload first: a refresh in another process may have swapped)."""
+        """Search off the event loop, in the job pool's threads.
+
+        The engine re-reads the current-build pointer on every search, so a build swapped in by a
+        refresh (here or from the CLI in another process) is used without a restart.
+        """
         engine = self.engine or await self.load_engine()
         if engine is None:  # pragma: no cover - load_engine always creates one
             raise IndexMissingError(self.engine_error or "no index is loaded")
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.jobs.executor, engine.reload)
         return await engine.answer(query, executor=self.jobs.executor)
 
     async def download(self, attachment: discord.Attachment) -> bytes:
