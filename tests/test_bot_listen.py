@@ -1,0 +1,73 @@
+"""Listen channels: with ECHOVIDS_LISTEN_CHANNELS set the bot asks for the message-content intent
+and answers every *voice message* there, mention or not — and nothing else, nowhere else."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import pytest_asyncio
+
+from bot.client import EchoVidsBot
+from core.config import load_settings
+from core.liveness import LivenessChecker
+from tests.fakes.discord_server import MESSAGE_CONTENT_INTENT, FakeDiscord
+from tests.fakes.oembed_server import FakeOEmbed
+from tests.media import make_voice_note
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def listening(small_index_dir, vggish_checkpoint, pca_params_path, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("listen")
+    note = make_voice_note(tmp / "note.ogg", seconds=3.0, kind="speech")
+    fake = await FakeDiscord().start()
+    oembed = FakeOEmbed()
+    settings = load_settings({
+        "DISCORD_API_BASE": fake.api_base, "DISCORD_GATEWAY_URL": fake.gateway_url,
+        "ECHOVIDS_DATA_DIR": str(small_index_dir), "VGGISH_CHECKPOINT": str(vggish_checkpoint),
+        "VGGISH_PCA_PARAMS": str(pca_params_path), "YOUTUBE_OEMBED_URL": await oembed.start(),
+        "ECHOVIDS_LISTEN_CHANNELS": str(fake.listen_channel_id),
+    }, dotenv=False)
+    # The liveness cache goes to a private file: the shared index folder stays untouched.
+    liveness = LivenessChecker(settings, cache_path=tmp / "liveness.sqlite")
+    bot = EchoVidsBot(settings, liveness=liveness, cooldown_s=0.0, warm_up=False, guild_ready_timeout=0.05)
+    task = asyncio.create_task(bot.start("token"))
+    deadline = time.monotonic() + 180
+    while not bot.is_ready():
+        if task.done():
+            task.result()
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    yield fake, note
+    await bot.close()
+    await asyncio.wait_for(task, 30)
+    await liveness.close()
+    await oembed.stop()
+    await fake.stop()
+
+
+async def test_voice_messages_in_listen_channels_are_answered_without_mention(listening):
+    fake, note = listening
+    assert int(fake.identify["intents"]) & MESSAGE_CONTENT_INTENT
+    user = fake.add_member("speaker")
+    before = len(fake.requests)
+
+    # Elsewhere in the guild, or not a voice message: ignored.
+    await fake.send_message(user, attachments=[fake.add_attachment(note, voice=True, duration_secs=3.0)], voice=True)
+    await fake.send_message(user, channel_id=fake.listen_channel_id,
+                            attachments=[fake.add_attachment(note, filename="song.ogg")])
+    await fake.send_message(user, channel_id=fake.listen_channel_id, content="hello")
+
+    sent = await fake.send_message(user, channel_id=fake.listen_channel_id,
+                                   attachments=[fake.add_attachment(note, voice=True, duration_secs=3.0)], voice=True)
+    reply = await fake.wait_for(lambda r: r.method == "POST" and r.path.endswith("/messages") and r.status == 200,
+                                timeout=120, after=before)
+    assert reply.path == f"/channels/{fake.listen_channel_id}/messages"
+    assert reply.json["message_reference"]["message_id"] == int(sent["id"])
+    assert "https://youtu.be/" in reply.embeds[0]["description"]
+    await asyncio.sleep(1.0)
+    posts = [r for r in fake.requests[before:] if r.method == "POST" and r.path.endswith("/messages")]
+    assert len(posts) == 1
