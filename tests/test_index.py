@@ -150,3 +150,16 @@ def test_sharded_ann_matches_exact_search(small_index_dir: Path, tmp_path: Path)
     assert recall_at_k(rows, exact, 10) == 1.0
     np.testing.assert_allclose(d, exact_d, rtol=1e-4, atol=1e-2)
     assert (rows[:, 0] == np.arange(0, 12_000, 997)).all()  # each query finds itself first
+
+
+def test_parallel_shard_reading_keeps_order_and_reports_bad_files(bal_train_dir: Path, tmp_path: Path):
+    from core.index.builder import _read_shards
+
+    shards = sorted(bal_train_dir.glob("*.tfrecord"))[:220]
+    bad = tmp_path / "bad.tfrecord"
+    bad.write_bytes(b"\x00" * 40)
+    paths = shards[:100] + [bad] + shards[100:]
+    out = list(_read_shards(paths))
+    assert [p for p, _ in out] == paths
+    assert isinstance(out[100][1], ShardError)
+    assert [r.video_id for r in out[0][1]] == [r.video_id for r in read_shard(shards[0])]
