@@ -4,8 +4,8 @@ Why here and not in the cogs: decoding, embedding and searching are CPU-heavy an
 without a bound, a burst of voice notes would queue unbounded work (and memory), starve the event
 loop of the GIL and make every reply late. So every request is *admitted* first — synchronously,
 before the interaction is deferred, so a refusal can be an immediate ephemeral reply — then waits
-for one of ``workers`` slots. Heavy steps inside a job run on :attr:`JobPool.executor`, a thread
-pool of the same size.
+for a slot. Heavy steps inside a job run on :attr:`JobPool.executor`, a pool of ``workers``
+threads, which is what bounds the CPU work.
 """
 
 from __future__ import annotations
@@ -40,16 +40,23 @@ class Ticket:
 
 
 class JobPool:
-    """``workers`` jobs run at once, at most ``max_queued`` wait; one job per user per ``cooldown_s``."""
+    """``concurrency`` jobs in flight, ``workers`` threads for their CPU work, at most ``max_queued``
+    waiting; one job per user per ``cooldown_s``.
 
-    def __init__(self, workers: int = 2, *, max_queued: int | None = None, cooldown_s: float = 3.0,
-                 clock: Callable[[], float] = time.monotonic):
+    Jobs in flight default to twice the threads: part of a job is waiting on the network (live
+    checks on YouTube, up to the live budget), and meanwhile another job can use the CPU. The
+    thread count alone bounds CPU work, so this never oversubscribes the machine.
+    """
+
+    def __init__(self, workers: int = 2, *, concurrency: int | None = None, max_queued: int | None = None,
+                 cooldown_s: float = 3.0, clock: Callable[[], float] = time.monotonic):
         self.workers = max(1, int(workers))
+        self.concurrency = max(1, int(concurrency)) if concurrency is not None else 2 * self.workers
         self.max_queued = max_queued if max_queued is not None else self.workers * 8
         self.cooldown_s = cooldown_s
         self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="echovids-job")
         self._clock = clock
-        self._slots = asyncio.Semaphore(self.workers)
+        self._slots = asyncio.Semaphore(self.concurrency)
         self._pending = 0          # admitted, not finished (waiting or running)
         self._running = 0
         self._next_allowed: dict[int, float] = {}
@@ -62,7 +69,7 @@ class JobPool:
         wait = self._next_allowed.get(user_id, 0.0) - now
         if wait > 0:
             raise Refused("cooldown", wait)
-        if self._pending >= self.workers + self.max_queued:
+        if self._pending >= self.concurrency + self.max_queued:
             raise Refused("busy", self.estimated_wait())
         self._pending += 1
         self._next_allowed[user_id] = now + self.cooldown_s
@@ -78,8 +85,8 @@ class JobPool:
 
     def estimated_wait(self) -> float:
         """Seconds until a queue place frees up, from the average job time (at least 1)."""
-        ahead = max(1, self._pending - self.workers + 1)
-        return max(1.0, math.ceil(ahead * self._avg_job_s / self.workers))
+        ahead = max(1, self._pending - self.concurrency + 1)
+        return max(1.0, math.ceil(ahead * self._avg_job_s / self.concurrency))
 
     @property
     def queued(self) -> int:

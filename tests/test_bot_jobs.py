@@ -20,7 +20,7 @@ class Clock:
 
 async def test_cooldown_per_user_and_busy_cap():
     clock = Clock()
-    pool = JobPool(workers=1, max_queued=2, cooldown_s=5.0, clock=clock)
+    pool = JobPool(workers=1, concurrency=1, max_queued=2, cooldown_s=5.0, clock=clock)
     try:
         t1 = pool.admit(1)
         with pytest.raises(Refused) as err:
@@ -30,7 +30,7 @@ async def test_cooldown_per_user_and_busy_cap():
         clock.now += 5.0
         t2 = pool.admit(1)  # cooldown over
         t3 = pool.admit(2)
-        # 1 running + 2 queued is the cap: a fourth user is told the pool is busy.
+        # 1 in flight + 2 queued is the cap: a fourth user is told the pool is busy.
         with pytest.raises(Refused) as err:
             pool.admit(3)
         assert err.value.reason == "busy" and err.value.retry_after >= 1
@@ -42,8 +42,9 @@ async def test_cooldown_per_user_and_busy_cap():
         pool.shutdown()
 
 
-async def test_at_most_workers_jobs_run_at_once():
+async def test_at_most_concurrency_jobs_run_at_once_on_workers_threads():
     pool = JobPool(workers=2, max_queued=10, cooldown_s=0)
+    assert pool.concurrency == 4 and pool.executor._max_workers == 2
     running = peak = 0
 
     async def job():
@@ -55,17 +56,17 @@ async def test_at_most_workers_jobs_run_at_once():
         return "ok"
 
     try:
-        tickets = [pool.admit(i) for i in range(6)]
-        assert pool.queued == 6
+        tickets = [pool.admit(i) for i in range(10)]
+        assert pool.queued == 10
         results = await asyncio.gather(*(pool.run(t, job) for t in tickets))
-        assert results == ["ok"] * 6 and peak == 2
-        assert pool.queued == 0 and pool.completed == 6
+        assert results == ["ok"] * 10 and peak == 4
+        assert pool.queued == 0 and pool.completed == 10
     finally:
         pool.shutdown()
 
 
 async def test_failed_job_frees_its_slot_and_ticket_is_single_use():
-    pool = JobPool(workers=1, max_queued=0, cooldown_s=0)
+    pool = JobPool(workers=1, concurrency=1, max_queued=0, cooldown_s=0)
 
     async def boom():
         raise ValueError("x")
