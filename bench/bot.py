@@ -25,6 +25,7 @@ import json
 import os
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +51,6 @@ def _ms(values: list[float]) -> dict:
 def prepare(work: Path, index: Path | None) -> tuple[Path, Path, Path]:
     """(data dir with a current bal_train build, VGGish checkpoint, PCA params)."""
     from core.config import load_settings
-    from core.index.builder import build_index
     from core.index.store import read_pointer
 
     base = load_settings(dotenv=False)
@@ -60,11 +60,7 @@ def prepare(work: Path, index: Path | None) -> tuple[Path, Path, Path]:
     if not ckpt.is_file():
         ckpt = work / "vggish_random.ckpt"
         if not ckpt.is_file():
-            from tests.vggish_checkpoint import write_random_checkpoint
-
             # In a subprocess: TensorFlow initialised here would make the bot's thread caps a no-op.
-            import subprocess
-
             subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
                             "from tests.vggish_checkpoint import write_random_checkpoint as w;"
                             "from pathlib import Path; w(Path(sys.argv[2]), Path(sys.argv[3]))",
@@ -73,9 +69,10 @@ def prepare(work: Path, index: Path | None) -> tuple[Path, Path, Path]:
     if read_pointer(data) is None:
         bal = shared / "audioset_v1_embeddings" / "bal_train"
         meta = shared / "audioset_meta"
-        settings = base.with_overrides(data_dir=data, audioset_meta=meta)
         t0 = time.time()
-        build_index(settings, audioset_dirs=[bal])
+        # Through the CLI in a subprocess, for the same reason as the checkpoint above.
+        subprocess.run([sys.executable, "-m", "bot.cli", "index", "build", "--audioset", str(bal), "--index", str(data)],
+                       check=True, cwd=ROOT, env={**os.environ, "ECHOVIDS_AUDIOSET_META": str(meta)})
         print(f"built bal_train index in {time.time() - t0:.0f} s", file=sys.stderr)
     return data, ckpt, pca
 
