@@ -72,6 +72,9 @@ class Settings:
     workers: int = 2
     live_budget_s: float = 1.5
     test_data: Path = Path("../shared/data")
+    #: Model files shipped beside the project (the shared data folder), used only when neither a
+    #: flag, the environment nor ``DATA_DIR/models`` has the file. Filled by :func:`load_settings`.
+    bundled_models: dict[str, Path] = field(default_factory=dict)
 
     # -- derived paths -------------------------------------------------------------------
     @property
@@ -83,23 +86,28 @@ class Settings:
         return int(self.max_attachment_mb * 1024 * 1024)
 
     def vggish_checkpoint(self, flag: str | Path | None = None) -> Path:
-        """Flag beats environment beats ``DATA_DIR/models`` (DESIGN.md)."""
-        return _pick(flag, self.vggish_checkpoint_env, self.models_dir / "vggish_model.ckpt")
+        """Flag beats environment beats ``DATA_DIR/models`` (DESIGN.md), then a bundled copy."""
+        return self._model(flag, self.vggish_checkpoint_env, "vggish_model.ckpt")
 
     def vggish_pca_params(self, flag: str | Path | None = None) -> Path:
-        return _pick(flag, self.vggish_pca_params_env, self.models_dir / "vggish_pca_params.npz")
+        return self._model(flag, self.vggish_pca_params_env, "vggish_pca_params.npz")
 
     def yamnet_model(self, flag: str | Path | None = None) -> Path:
-        return _pick(flag, self.yamnet_model_env, self.models_dir / "yamnet.tflite")
+        return self._model(flag, self.yamnet_model_env, "yamnet.tflite")
+
+    def _model(self, flag: str | Path | None, env: Path | None, filename: str) -> Path:
+        if flag:
+            return Path(flag)
+        if env is not None:
+            return env
+        default = self.models_dir / filename
+        bundled = self.bundled_models.get(filename)
+        if bundled is not None and not default.exists() and bundled.exists():
+            return bundled
+        return default
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
-
-
-def _pick(flag: str | Path | None, env: Path | None, default: Path) -> Path:
-    if flag:
-        return Path(flag)
-    return env if env is not None else default
 
 
 def _existing(path: Path) -> Path | None:
@@ -180,6 +188,13 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
     if meta is None and shared and (shared / "audioset_meta").is_dir():
         meta = shared / "audioset_meta"
 
+    bundled: dict[str, Path] = {}
+    if shared:
+        for sub, filename in (("yamnet", "yamnet.tflite"), ("vggish", "vggish_pca_params.npz"),
+                              ("vggish", "vggish_model.ckpt")):
+            if (shared / sub / filename).is_file():
+                bundled[filename] = shared / sub / filename
+
     channels = r.raw("ECHOVIDS_LISTEN_CHANNELS") or ""
     role = r.raw("ECHOVIDS_MODERATOR_ROLE")
     return Settings(
@@ -204,4 +219,5 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         workers=int(r.number("ECHOVIDS_WORKERS", 2, lo=1, hi=64, integer=True)),
         live_budget_s=r.number("ECHOVIDS_LIVE_BUDGET_S", 1.5, lo=0, hi=60),
         test_data=shared or test_data,
+        bundled_models=bundled,
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import build_parser, main
-from core.config import VARIABLES, load_settings
+from core.config import VARIABLES, Settings, load_settings
 from core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,8 +25,9 @@ def test_defaults_need_no_environment():
     assert s.vggish_checkpoint() == Path("index_data/models/vggish_model.ckpt")
 
 
-def test_flag_beats_environment_beats_data_dir():
-    s = load_settings({"VGGISH_CHECKPOINT": "/env/ckpt", "ECHOVIDS_DATA_DIR": "/data"}, dotenv=False)
+def test_flag_beats_environment_beats_data_dir(tmp_path):
+    env = {"VGGISH_CHECKPOINT": "/env/ckpt", "ECHOVIDS_DATA_DIR": "/data", "ECHOVIDS_TEST_DATA": str(tmp_path)}
+    s = load_settings(env, dotenv=False)
     assert s.vggish_checkpoint("/flag/ckpt") == Path("/flag/ckpt")
     assert s.vggish_checkpoint() == Path("/env/ckpt")
     assert s.vggish_pca_params() == Path("/data/models/vggish_pca_params.npz")
@@ -47,6 +48,22 @@ def test_flag_beats_environment_beats_data_dir():
 def test_malformed_value_names_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         load_settings({name: value}, dotenv=False)
+
+
+def test_bundled_models_are_the_last_resort(tmp_path):
+    shared = tmp_path / "shared"
+    (shared / "yamnet").mkdir(parents=True)
+    (shared / "yamnet" / "yamnet.tflite").write_bytes(b"x")
+    data = tmp_path / "data"
+    env = {"ECHOVIDS_TEST_DATA": str(shared), "ECHOVIDS_DATA_DIR": str(data)}
+    s = load_settings(env, dotenv=False)
+    assert s.yamnet_model() == shared / "yamnet" / "yamnet.tflite"          # nothing else: bundled
+    assert s.vggish_checkpoint() == data / "models" / "vggish_model.ckpt"  # none bundled: the default path
+    (data / "models").mkdir(parents=True)
+    (data / "models" / "yamnet.tflite").write_bytes(b"y")
+    assert s.yamnet_model() == data / "models" / "yamnet.tflite"            # a fetched copy wins
+    assert load_settings({**env, "YAMNET_MODEL": "/env/y"}, dotenv=False).yamnet_model() == Path("/env/y")
+    assert Settings().bundled_models == {}  # settings built in code never reach outside
 
 
 def test_listen_channels_parse():

@@ -267,7 +267,9 @@ def test_missing_model_says_how_to_get_it(tmp_path: Path):
         YamnetModel(tmp_path / "nope.tflite")
     assert "echovids model fetch" in _one_line(info.value) and "YAMNET_MODEL" in str(info.value)
     with pytest.raises(ModelMissingError):
-        load_yamnet(load_settings({"ECHOVIDS_DATA_DIR": str(tmp_path)}, dotenv=False))
+        # (no bundled copy either: the shared-data fallback points at an empty folder)
+        load_yamnet(load_settings({"ECHOVIDS_DATA_DIR": str(tmp_path), "ECHOVIDS_TEST_DATA": str(tmp_path)},
+                                  dotenv=False))
 
 
 def test_missing_class_map_and_labels(model_dir: Path, tmp_path: Path):
