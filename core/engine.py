@@ -153,7 +153,8 @@ class Engine:
         t0 = time.perf_counter()
         loaded = self._current()
         top = max(1, int(query.top))
-        want = top * OVERFETCH
+        # Over-fetch only when a liveness filter may drop some; otherwise the extra metadata is waste.
+        want = top * OVERFETCH if query.live_check else top
         if query.kind == "audio":
             vectors = self._embed_audio(query.audio)
             resp = self._search_vectors(loaded, vectors, want, QueryInfo("audio", len(vectors), "vggish"))

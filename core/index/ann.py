@@ -61,7 +61,7 @@ def choose_config(n: int) -> dict:
         "num_leaves": leaves,
         "leaves_to_search": max(8, leaves // 12),
         "reorder": 400 if n < 2_000_000 else 600,
-        "training_sample_size": int(min(n, 250_000)),
+        "training_sample_size": int(min(n, 100_000)),
         "int8_reorder": n > 1_000_000,
     }
 

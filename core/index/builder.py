@@ -141,6 +141,7 @@ def build_index(
     row_segment = np.repeat(np.arange(len(segs), dtype=np.int32), seg_len)
     row_second = (np.arange(len(vectors), dtype=np.int64) - np.repeat(seg_first, seg_len)).astype(np.int16)
 
+    stage_s = {"ingest": round(time.time() - t0, 2)}
     tmp, build_id = store.new_build_dir(data_dir)
     try:
         np.save(tmp / "vectors.npy", vectors)
@@ -168,15 +169,19 @@ def build_index(
             y = np.zeros((len(train_segs), len(labels)), dtype=np.uint8)
             for j, sg in enumerate(train_segs.tolist()):
                 y[j, segs[sg][4]] = 1
+            t_stage = time.time()
             head = train_window_head(vectors[rows_l], t_first, t_len, y,
                                      on_progress=lambda d, t: progress(ProgressEvent("train", d, t, "steps")))
             del y
             head.save(tmp / "labelhead.npz")
+            stage_s["label_head_training"] = round(time.time() - t_stage, 2)
+            t_stage = time.time()
             progress(ProgressEvent("labels", 0, len(vectors), "vectors"))
             idx, prob = top_k_view(head, vectors)
             np.save(tmp / "row_labels_idx.npy", idx)
             np.save(tmp / "row_labels_p.npy", prob)
             progress(ProgressEvent("labels", len(vectors), len(vectors), "vectors"))
+            stage_s["row_label_view"] = round(time.time() - t_stage, 2)
             # Library files carry no labels: give each its head's confident labels.
             for i, s in enumerate(segs):
                 if s[0] == store.SOURCE_LIBRARY:
@@ -204,7 +209,7 @@ def build_index(
         t_ann = time.time()
         ann = build_ann(vectors, tmp / "scann", shard_rows=shard_rows or DEFAULT_SHARD_ROWS,
                         on_shard=lambda d, t: progress(ProgressEvent("scann", d, t, "shards")))
-        ann["build_seconds"] = round(time.time() - t_ann, 2)
+        ann["build_seconds"] = stage_s["scann"] = round(time.time() - t_ann, 2)
 
         pca = settings.vggish_pca_params()
         n_audioset = sum(1 for s in segs if s[0] == store.SOURCE_AUDIOSET)
@@ -240,6 +245,8 @@ def build_index(
             "ann": ann,
         }
         manifest["build_seconds"] = round(time.time() - t0, 2)
+        manifest["stage_seconds"] = stage_s
+        manifest["loadavg"] = [round(x, 2) for x in os.getloadavg()]
         (tmp / store.MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         final = store.commit_build(data_dir, tmp, build_id)
     except BaseException:
