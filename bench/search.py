@@ -101,6 +101,8 @@ def real_part(settings, bal_train: Path, unbal: Path, work: Path) -> dict:
         "vectors": build.size,
         "build_seconds_total": round(build_s, 1),
         "build_seconds_scann": m["ann"].get("build_seconds"),
+        "build_stage_seconds": m.get("stage_seconds"),
+        "build_loadavg": m.get("loadavg"),
         "ann_config": {k: v for k, v in m["ann"]["shards"][0].items() if k not in ("dir",)},
         "recall_at_10_vs_exact": round(recall_at_k(approx, exact, 10), 4),
         "recall_queries": len(q),
@@ -140,7 +142,9 @@ def synth_build(vec_file: Path, out_dir: Path, shard_rows: int) -> dict:
     t = time.time()
     ann = build_ann(vec, out_dir, shard_rows=shard_rows)
     (out_dir / "ann.json").write_text(json.dumps(ann))
-    return {"build_seconds": round(time.time() - t, 1), "peak_rss_mb": round(_peak_mb(), 0), "shards": len(ann["shards"])}
+    return {"build_seconds": round(time.time() - t, 1), "peak_rss_mb": round(_peak_mb(), 0), "shards": len(ann["shards"]),
+            "config": {k: v for k, v in ann["shards"][0].items() if k not in ("dir", "offset")},
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 
 
 def synth_search(vec_file: Path, out_dir: Path, queries: int = 300) -> dict:
