@@ -64,7 +64,7 @@ def prepare(work: Path, index: Path | None) -> tuple[Path, Path, Path]:
             subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
                             "from tests.vggish_checkpoint import write_random_checkpoint as w;"
                             "from pathlib import Path; w(Path(sys.argv[2]), Path(sys.argv[3]))",
-                            str(ROOT), str(ckpt), str(pca)], check=True)
+                            str(ROOT), str(ckpt), str(pca)], check=True, stdout=sys.stderr)
     data = index or work / "data"
     if read_pointer(data) is None:
         bal = shared / "audioset_v1_embeddings" / "bal_train"
@@ -72,7 +72,7 @@ def prepare(work: Path, index: Path | None) -> tuple[Path, Path, Path]:
         t0 = time.time()
         # Through the CLI in a subprocess, for the same reason as the checkpoint above.
         subprocess.run([sys.executable, "-m", "bot.cli", "index", "build", "--audioset", str(bal), "--index", str(data)],
-                       check=True, cwd=ROOT, env={**os.environ, "ECHOVIDS_AUDIOSET_META": str(meta)})
+                       check=True, cwd=ROOT, env={**os.environ, "ECHOVIDS_AUDIOSET_META": str(meta)}, stdout=sys.stderr)
         print(f"built bal_train index in {time.time() - t0:.0f} s", file=sys.stderr)
     return data, ckpt, pca
 
