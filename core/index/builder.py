@@ -170,7 +170,9 @@ def build_index(
             for j, sg in enumerate(train_segs.tolist()):
                 y[j, segs[sg][4]] = 1
             t_stage = time.time()
-            head = train_window_head(vectors[rows_l], t_first, t_len, y,
+            # ~20 random windows per clip, capped (bal_train: 400 k windows); tiny indexes train in seconds
+            samples = int(min(400_000, max(20_000, 20 * len(train_segs))))
+            head = train_window_head(vectors[rows_l], t_first, t_len, y, samples=samples,
                                      on_progress=lambda d, t: progress(ProgressEvent("train", d, t, "steps")))
             del y
             head.save(tmp / "labelhead.npz")
