@@ -26,6 +26,9 @@ def run(args, settings) -> int:
     c = m.get("counts", {})
     print(f"current build   {build.build_id}  ({build.path})")
     print(f"built at        {m.get('built_at')}  in {m.get('build_seconds')} s  (code {m.get('code_version')})")
+    stages = m.get("stage_seconds") or {}
+    if stages:
+        print("build stages    " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()))
     print(f"vectors         {c.get('vectors', 0):,}")
     print(f"segments        {c.get('segments', 0):,}  ({c.get('audioset_segments', 0):,} AudioSet, "
           f"{c.get('library_segments', 0):,} library; {c.get('videos', 0):,} videos)")
@@ -35,7 +38,9 @@ def run(args, settings) -> int:
     ann = m.get("ann", {})
     shards = ann.get("shards", [])
     kinds = ", ".join(sorted({s['kind'] for s in shards}))
-    print(f"scann           {len(shards)} shard(s), {kinds}")
+    tuned = ", ".join(f"leaves {s.get('leaves_to_search')}/{s.get('num_leaves')} reorder {s.get('reorder')}"
+                      for s in shards if s.get("kind") == "ah")
+    print(f"scann           {len(shards)} shard(s), {kinds}" + (f" ({tuned})" if tuned else ""))
     lh = m.get("labelhead")
     print(f"label head      {'mlp, hidden ' + str(lh['hidden']) if lh else 'none'}")
     src = m.get("sources", {})
