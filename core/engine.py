@@ -19,10 +19,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from core.errors import BadQueryError, IndexMissingError
+from core.errors import BadQueryError, IndexMissingError, ModelMissingError
 from core.index import store
 from core.index.library import timestamped_url
 from core.results import Heard, Match, Query, QueryInfo, SearchResponse, youtube_url
+from core.bridge import LabelBridge
 from core.search import Hit, Ranker
 
 _VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
@@ -74,15 +75,18 @@ def _parse_t(text: str) -> int:
 class _Loaded:
     build: store.IndexBuild
     ranker: Ranker
+    bridge: LabelBridge              # label view of the build, for queries YAMNet hears
+    label_mids: tuple[str, ...]
 
 
 class Engine:
     """Facade over the current index build, the embedder and (optionally) the liveness checker."""
 
-    def __init__(self, settings, *, checkpoint=None, pca_params=None, liveness=None):
+    def __init__(self, settings, *, checkpoint=None, pca_params=None, liveness=None, yamnet_model=None):
         self.settings = settings
         self.checkpoint = checkpoint
         self.pca_params = pca_params
+        self.yamnet_model = yamnet_model
         self.liveness = liveness
         self._loaded: _Loaded | None = None
         self._lock = threading.Lock()
@@ -107,7 +111,8 @@ class Engine:
             build = store.open_current(Path(self.settings.data_dir))
             ranker = Ranker(build)
             _ = build.ann  # load the searcher before swapping so queries never wait on it
-            self._loaded = _Loaded(build, ranker)
+            bridge = LabelBridge.from_build(build).warm()
+            self._loaded = _Loaded(build, ranker, bridge, tuple(build.label_info["mids"]))
             return True
 
     def _current(self) -> _Loaded:
@@ -144,6 +149,16 @@ class Engine:
                     self._embedder = load_embedder(self.settings, self.checkpoint, self.pca_params)
         return self._embedder
 
+    def yamnet(self):
+        """The YAMNet model, or None when its file is absent (asked per query, so a ``model fetch``
+        while the bot runs is picked up; ``core.yamnet`` caches the loaded model per path)."""
+        from core.yamnet import load_yamnet
+
+        try:
+            return load_yamnet(self.settings, self.yamnet_model)
+        except ModelMissingError:
+            return None
+
     def warm_up(self) -> None:
         """Load the index (and its searcher) now rather than on the first query."""
         self._current()
@@ -156,8 +171,7 @@ class Engine:
         # Over-fetch only when a liveness filter may drop some; otherwise the extra metadata is waste.
         want = top * OVERFETCH if query.live_check else top
         if query.kind == "audio":
-            vectors = self._embed_audio(query.audio)
-            resp = self._search_vectors(loaded, vectors, want, QueryInfo("audio", len(vectors), "vggish"))
+            resp = self._search_audio(loaded, query.audio, want)
         elif query.kind == "embeddings":
             vectors = check_embeddings(query.embeddings)
             resp = self._search_vectors(loaded, vectors, want, QueryInfo("embeddings", len(vectors), None))
@@ -203,17 +217,42 @@ class Engine:
         return responses
 
     # -- the query kinds ---------------------------------------------------------------------------------
-    def _embed_audio(self, audio) -> np.ndarray:
+    def _search_audio(self, loaded: _Loaded, audio, want: int) -> SearchResponse:
+        """VGGish (acoustic match) when its weights are present, else the YAMNet label bridge.
+
+        YAMNet, when present, also says what was heard: it hears the audio itself, whereas the label
+        head only sees VGGish's view of it. Missing models are reported before any decoding work.
+        """
         from core.audio import AudioLimits, decode_audio
 
         if audio is None:
             raise BadQueryError("no audio given")
-        embedder = self.embedder  # a missing model is reported before any decoding work
+        embedder, missing = None, None
+        try:
+            embedder = self.embedder
+        except ModelMissingError as err:
+            missing = err
+        yam = self.yamnet()
+        if embedder is None and yam is None:
+            raise ModelMissingError(
+                f"{missing}; no YAMNet model either ({self.settings.yamnet_model(self.yamnet_model)})")
         wave = decode_audio(audio, AudioLimits.from_settings(self.settings))
-        vectors = np.asarray(embedder.embed(wave.samples), dtype=np.uint8)
-        if len(vectors) == 0:
-            raise BadQueryError("the audio is too short to embed")
-        return vectors
+        heard, probs = [], None
+        if yam is not None:
+            listening = yam.listen(wave.samples, loaded.label_mids)  # silent windows left out
+            heard, probs = listening.heard, listening.probs
+        if embedder is not None:
+            vectors = np.asarray(embedder.embed(wave.samples), dtype=np.uint8)
+            if len(vectors) == 0:
+                raise BadQueryError("the audio is too short to embed")
+            resp = self._search_vectors(loaded, vectors, want, QueryInfo("audio", len(vectors), "vggish"))
+            if heard:
+                resp.heard = heard
+            return resp
+        found = loaded.bridge.search(probs, top=want * 2)  # over-fetch: _matches keeps one per video
+        hits = [Hit(h.segment, h.second, h.score, h.label_score, h.row_score, float("inf"), False) for h in found]
+        info = QueryInfo("audio", max(1, int(round(wave.duration_s))), "yamnet")
+        return SearchResponse(query=info, results=self._matches(loaded, hits, want), heard=heard)
 
     def _search_vectors(self, loaded: _Loaded, vectors: np.ndarray, want: int, info: QueryInfo,
                         exclude_segments: np.ndarray | None = None) -> SearchResponse:

@@ -85,7 +85,8 @@ def test_raw_needs_no_pca_file_and_env_paths_work(capsys, monkeypatch, note, vgg
     assert code == 0 and "3 vectors" in out and len(out.splitlines()) == 4
 
 
-def test_missing_model_files_say_how_to_get_them(capsys, note, vggish_checkpoint, tmp_path):
+def test_missing_model_files_say_how_to_get_them(capsys, monkeypatch, note, vggish_checkpoint, tmp_path):
+    monkeypatch.setenv("ECHOVIDS_TEST_DATA", str(tmp_path))  # no bundled model files either
     code, out, err = _run(capsys, "embed", str(note), "--json", "--index", str(tmp_path / "empty"))
     line = _one_error_line(err)
     assert code == 1 and out == ""
