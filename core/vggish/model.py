@@ -23,7 +23,7 @@ _THREADS_LOCK = threading.Lock()
 def configure_threads() -> None:
     """Keep TensorFlow modest on a shared machine: intra-op = cores (≤ 4), inter-op = 2.
 
-    ``ECHOVIDS_TF_THREADS`` overrides intra-op. Must run before TensorFlow starts its runtime;
+    Must run before TensorFlow starts its runtime;
     afterwards TensorFlow refuses, which is harmless (someone configured it already).
     """
     global _THREADS_SET
@@ -33,7 +33,7 @@ def configure_threads() -> None:
         _THREADS_SET = True
         import tensorflow as tf
 
-        intra = int(os.environ.get("ECHOVIDS_TF_THREADS") or min(os.cpu_count() or 1, 4))
+        intra = min(os.cpu_count() or 1, 4)
         try:
             tf.config.threading.set_intra_op_parallelism_threads(max(1, intra))
             tf.config.threading.set_inter_op_parallelism_threads(2)
