@@ -85,23 +85,28 @@ class Settings:
     def max_attachment_bytes(self) -> int:
         return int(self.max_attachment_mb * 1024 * 1024)
 
-    def vggish_checkpoint(self, flag: str | Path | None = None) -> Path:
-        """Flag beats environment beats ``DATA_DIR/models`` (DESIGN.md), then a bundled copy."""
-        return self._model(flag, self.vggish_checkpoint_env, "vggish_model.ckpt")
+    # Model paths: flag beats environment beats ``DATA_DIR/models`` (DESIGN.md), then a bundled
+    # copy. ``bundled=False`` asks where the file *belongs* (where ``model fetch`` writes it).
+    def vggish_checkpoint(self, flag: str | Path | None = None, *, bundled: bool = True) -> Path:
+        return self._model(flag, self.vggish_checkpoint_env, "vggish_model.ckpt", bundled)
 
-    def vggish_pca_params(self, flag: str | Path | None = None) -> Path:
-        return self._model(flag, self.vggish_pca_params_env, "vggish_pca_params.npz")
+    def vggish_pca_params(self, flag: str | Path | None = None, *, bundled: bool = True) -> Path:
+        return self._model(flag, self.vggish_pca_params_env, "vggish_pca_params.npz", bundled)
 
-    def yamnet_model(self, flag: str | Path | None = None) -> Path:
-        return self._model(flag, self.yamnet_model_env, "yamnet.tflite")
+    def yamnet_model(self, flag: str | Path | None = None, *, bundled: bool = True) -> Path:
+        return self._model(flag, self.yamnet_model_env, "yamnet.tflite", bundled)
 
-    def _model(self, flag: str | Path | None, env: Path | None, filename: str) -> Path:
+    def yamnet_class_map(self, flag: str | Path | None = None, *, bundled: bool = True) -> Path:
+        """YAMNet's class map lives next to its model (both layouts need it)."""
+        return self.yamnet_model(flag, bundled=bundled).with_name("yamnet_class_map.csv")
+
+    def _model(self, flag: str | Path | None, env: Path | None, filename: str, use_bundled: bool) -> Path:
         if flag:
             return Path(flag)
         if env is not None:
             return env
         default = self.models_dir / filename
-        bundled = self.bundled_models.get(filename)
+        bundled = self.bundled_models.get(filename) if use_bundled else None
         if bundled is not None and not default.exists() and bundled.exists():
             return bundled
         return default

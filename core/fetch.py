@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core import __version__
+from core.config import OFFICIAL_MODEL_BASE_URL
 from core.errors import DownloadError
 from core.progress import ProgressCallback, ProgressEvent, no_progress
 
@@ -67,20 +68,33 @@ REGISTRY: dict[str, ModelFile] = {
         setting="vggish_pca_params",
         description="VGGish PCA parameters (AudioSet post-processing)",
     ),
-    # Slot for the YAMNet bridge (issue 7): the official YAMNet TFLite is not on the AudioSet
-    # bucket, so its entry will carry an absolute URL, sha256 and size.
+    # YAMNet is not on the AudioSet bucket: absolute URLs. Google publishes two TFLite layouts; this
+    # is the classification model (fixed 15,600-sample window, 521 scores), chosen because two
+    # independent sources agree on its sha256; core.yamnet also runs the variable-length layout
+    # (lite-model/yamnet/tflite/1) for anyone who places it at YAMNET_MODEL.
     "yamnet": ModelFile(
         name="yamnet",
         filename="yamnet.tflite",
-        url=None,
-        sha256=None,
-        size=None,
+        url="https://storage.googleapis.com/download.tensorflow.org/models/tflite/task_library/"
+            "audio_classification/android/lite-model_yamnet_classification_tflite_1.tflite",
+        sha256="10c95ea3eb9a7bb4cb8bddf6feb023250381008177ac162ce169694d05c317de",
+        size=4_126_810,
         setting="yamnet_model",
         description="YAMNet TFLite (label bridge)",
     ),
+    "yamnet_class_map": ModelFile(
+        name="yamnet_class_map",
+        filename="yamnet_class_map.csv",
+        url="https://raw.githubusercontent.com/tensorflow/models/dbeeb148f10adf723067040eedcccda00bdce1e8/"
+            "research/audioset/yamnet/yamnet_class_map.csv",
+        sha256="cdf24d193e196d9e95912a2667051ae203e92a2ba09449218ccb40ef787c6df2",
+        size=14_096,
+        setting="yamnet_class_map",
+        description="YAMNet class names and AudioSet ids",
+    ),
 }
 
-DEFAULT_NAMES: tuple[str, ...] = ("vggish_checkpoint", "vggish_pca_params", "yamnet")
+DEFAULT_NAMES: tuple[str, ...] = ("vggish_checkpoint", "vggish_pca_params", "yamnet", "yamnet_class_map")
 
 
 @dataclass(frozen=True)
@@ -102,15 +116,20 @@ def sha256_file(path: Path) -> str:
 
 
 def resolve_url(base_url: str, entry: ModelFile) -> str | None:
+    """The entry's URL. A base other than the official bucket is a mirror that holds *every* file
+    by its file name, so an air-gapped mirror (or a test server) can serve YAMNet too."""
     if entry.url is None:
         return None
     if entry.url.startswith(("http://", "https://")):
+        if base_url.rstrip("/") != OFFICIAL_MODEL_BASE_URL:
+            return base_url.rstrip("/") + "/" + entry.filename
         return entry.url
     return base_url.rstrip("/") + "/" + entry.url.lstrip("/")
 
 
 def destination(settings: Any, entry: ModelFile) -> Path:
-    return Path(getattr(settings, entry.setting)())
+    """Where the file belongs: never a bundled read-only copy, which only serves as a fallback."""
+    return Path(getattr(settings, entry.setting)(bundled=False))
 
 
 def fetch_models(settings: Any, names: Iterable[str] | None = None, *, force: bool = False,

@@ -99,7 +99,8 @@ def test_registry_has_official_names_and_checksums():
     assert pca.sha256 == "4d878af3e306defbfb37095365aa7e5a6cecb86bad13e859e626151c4e6a8b9d"
     assert "yamnet" in REGISTRY  # the slot issue 7 fills
     absolute = ModelFile("x", "x", "https://example.org/x.tflite", None, None, "yamnet_model")
-    assert resolve_url("http://127.0.0.1:1/base", absolute) == "https://example.org/x.tflite"
+    assert resolve_url("https://storage.googleapis.com/audioset", absolute) == "https://example.org/x.tflite"
+    assert resolve_url("http://127.0.0.1:1/base", absolute) == "http://127.0.0.1:1/base/x"  # a mirror has it all
 
 
 def test_fetches_the_real_pca_file_into_data_dir_models(server, tmp_path, pca_params_path):
@@ -193,8 +194,47 @@ def test_http_404_and_offline_are_download_errors(server, tmp_path):
 
 
 def test_entry_without_source_is_skipped(tmp_path):
-    results = fetch_models(_settings(tmp_path, "http://127.0.0.1:9"), ["yamnet"])
+    registry = {"yamnet": ModelFile("yamnet", "yamnet.tflite", None, None, None, "yamnet_model")}
+    results = fetch_models(_settings(tmp_path, "http://127.0.0.1:9"), ["yamnet"], registry=registry)
     assert results[0].status == "skipped" and "yamnet.tflite" in results[0].detail
+
+
+def test_yamnet_comes_from_its_own_host_or_from_a_mirror_by_file_name():
+    official = "https://storage.googleapis.com/audioset"
+    for name in ("yamnet", "yamnet_class_map"):
+        entry = REGISTRY[name]
+        assert entry.sha256 and entry.size and entry.url.startswith("https://")
+        assert resolve_url(official, entry) == entry.url
+        assert resolve_url("http://127.0.0.1:8000/m", entry) == f"http://127.0.0.1:8000/m/{entry.filename}"
+
+
+def test_fetch_writes_yamnet_to_data_dir_even_when_a_bundled_copy_serves(server, tmp_path, monkeypatch, capsys,
+                                                                         yamnet_model_path):
+    """The bundled model is only a read fallback: a fetch puts the official files in DATA_DIR/models."""
+    from bot.cli import main
+    from core.config import load_settings
+
+    model, class_map = yamnet_model_path.read_bytes(), (yamnet_model_path.parent / "yamnet_class_map.csv").read_bytes()
+    server.files["yamnet.tflite"] = model
+    server.files["yamnet_class_map.csv"] = class_map
+    registry = {
+        "yamnet": ModelFile("yamnet", "yamnet.tflite", "https://example.invalid/y.tflite",
+                            hashlib.sha256(model).hexdigest(), len(model), "yamnet_model"),
+        "yamnet_class_map": ModelFile("yamnet_class_map", "yamnet_class_map.csv", "https://example.invalid/y.csv",
+                                      hashlib.sha256(class_map).hexdigest(), len(class_map), "yamnet_class_map"),
+    }
+    monkeypatch.setattr("core.fetch.REGISTRY", registry)
+    monkeypatch.setattr("bot.terminal.model_fetch.DEFAULT_NAMES", tuple(registry))
+    monkeypatch.setenv("ECHOVIDS_MODEL_BASE_URL", server.base)
+    monkeypatch.setenv("ECHOVIDS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("YAMNET_MODEL", raising=False)
+    settings = load_settings()
+    assert settings.yamnet_model() == yamnet_model_path  # before: the bundled copy serves
+    assert main(["model", "fetch"]) == 0
+    out = capsys.readouterr().out
+    assert "yamnet.tflite: downloaded, sha256 verified" in out
+    assert (tmp_path / "data" / "models" / "yamnet_class_map.csv").read_bytes() == class_map
+    assert settings.yamnet_model() == tmp_path / "data" / "models" / "yamnet.tflite"  # after: the fetched one
 
 
 def test_cli_model_fetch(server, tmp_path, pca_params_path, monkeypatch, capsys):

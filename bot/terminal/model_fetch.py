@@ -20,7 +20,7 @@ _STATUS = {
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    names = [n for n in DEFAULT_NAMES if not (getattr(args, "no_yamnet", False) and n == "yamnet")]
+    names = [n for n in DEFAULT_NAMES if not (getattr(args, "no_yamnet", False) and n.startswith("yamnet"))]
     results = fetch_models(settings, names, force=bool(getattr(args, "force", False)),
                            progress=TerminalProgress(), raise_on_error=False)
     for r in results:
