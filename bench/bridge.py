@@ -297,9 +297,9 @@ def yamnet_queries(bridge: LabelBridge, seg_labels: list[np.ndarray]) -> dict:
     names = labels.names
     model = YamnetModel(SHARED / "yamnet" / "yamnet.tflite", audioset_labels_path=meta / "class_labels_indices.csv")
     fam = {
-        "speech": _descendants(labels, "Speech"),
-        "music (chord sequence)": _descendants(labels, "Music"),
-        "white noise": _descendants(labels, "Noise") | {names.index("Static")},
+        "speech": labels.family("Speech"),
+        "music (chord sequence)": labels.family("Music"),
+        "white noise": labels.family("Noise") | {names.index("Static")},
         "1 kHz tone": {names.index(n) for n in ("Beep, bleep", "Sine wave", "Chirp tone", "Dial tone", "Busy signal",
                                                  "Telephone", "Alarm", "Whistle", "Ping", "Electronic tuner")},
     }
@@ -318,17 +318,6 @@ def yamnet_queries(bridge: LabelBridge, seg_labels: list[np.ndarray]) -> dict:
                          "top5_in_family": round(float(share), 2), "yamnet_ms": round((t1 - t0) * 1e3, 1),
                          "bridge_ms": round((t2 - t1) * 1e3, 2), "seconds": round(len(samples) / 16000, 2),
                          "top5_labels": [[names[i] for i in seg_labels[h.segment]][:3] for h in hits]}
-    return out
-
-
-def _descendants(labels, name: str) -> set[int]:
-    root = labels.names.index(name)
-    out, todo = {root}, [root]
-    while todo:
-        for c in labels.children.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
     return out
 
 

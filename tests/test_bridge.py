@@ -205,15 +205,7 @@ def yamnet(tmp_path_factory: pytest.TempPathFactory, yamnet_model_path: Path, au
 def _family(audioset_meta: Path, root: str) -> set[int]:
     from core.index.labels import load_labels
 
-    labels = load_labels(audioset_meta)
-    start = labels.names.index(root)
-    out, todo = {start}, [start]
-    while todo:
-        for c in labels.children.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
+    return load_labels(audioset_meta).family(root)
 
 
 @pytest.mark.parametrize("kind,root", [("speech", "Speech"), ("chords", "Music")])

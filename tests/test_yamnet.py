@@ -62,14 +62,7 @@ def families(audioset_meta: Path) -> dict[str, set[str]]:
     labels = load_labels(audioset_meta)
 
     def under(name: str) -> set[str]:
-        root = labels.names.index(name)
-        out, todo = {root}, [root]
-        while todo:
-            for c in labels.children.get(todo.pop(), []):
-                if c not in out:
-                    out.add(c)
-                    todo.append(c)
-        return {labels.names[i] for i in out}
+        return {labels.names[i] for i in labels.family(name)}
 
     tone = {"Sine wave", "Chirp tone", "Beep, bleep", "Dial tone", "Busy signal", "Telephone", "Alarm",
             "Whistle", "Whistling", "Ping", "Electronic tuner", "Tuning fork", "Sidetone", "Harmonic"}

@@ -23,14 +23,7 @@ def _speech_family(audioset_meta: Path) -> set[str]:
     from core.index.labels import load_labels
 
     labels = load_labels(audioset_meta)
-    root = labels.names.index("Speech")
-    out, todo = {root}, [root]
-    while todo:
-        for c in labels.children.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return {labels.names[i] for i in out}
+    return {labels.names[i] for i in labels.family("Speech")}
 
 
 def _settings(data_dir: Path, audioset_meta: Path, yamnet: Path | None) -> Settings:

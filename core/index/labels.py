@@ -59,6 +59,18 @@ class LabelSet:
     def ubiquitous(self) -> list[int]:
         return [i for i, n in enumerate(self.names) if n in UBIQUITOUS]
 
+    def family(self, name: str) -> set[int]:
+        """The label called ``name`` and all its ontology descendants ("Dog" brings "Bark", "Howl"...):
+        what counts as "the same kind of sound" when judging a result or a heard label."""
+        root = self.names.index(name)
+        out, todo = {root}, [root]
+        while todo:
+            for c in self.children.get(todo.pop(), []):
+                if c not in out:
+                    out.add(c)
+                    todo.append(c)
+        return out
+
     def name(self, index: int) -> str:
         return self.names[index] if 0 <= index < len(self.names) else f"label {index}"
 
