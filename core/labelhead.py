@@ -106,7 +106,7 @@ def _adam_fit(sample, n_in: int, n_labels: int, prior: np.ndarray, *, hidden: in
 
 def train_label_head(
     vectors_u8: np.ndarray,
-    row_labels: np.ndarray,
+    row_labels: np.ndarray | list[list[int]],
     *,
     n_labels: int = N_LABELS,
     hidden: int = 256,
@@ -118,12 +118,17 @@ def train_label_head(
     max_rows: int = MAX_TRAIN_ROWS,
     on_epoch: Callable[[int, int], None] | None = None,
 ) -> LabelHead:
-    """Train on single seconds, each labelled with its clip's labels (dense 0/1 ``row_labels``)."""
+    """Train on single seconds, each labelled with its clip's labels (dense 0/1 matrix or label lists)."""
     rng = np.random.default_rng(seed)
     n = len(vectors_u8)
     take = np.sort(rng.choice(n, size=max_rows, replace=False)) if n > max_rows else np.arange(n)
     x_all = _features(vectors_u8[take])
-    y_all = row_labels[take]
+    if isinstance(row_labels, np.ndarray):
+        y_all = row_labels[take]
+    else:
+        y_all = np.zeros((len(take), n_labels), dtype=np.uint8)
+        for j, r in enumerate(take.tolist()):
+            y_all[j, row_labels[r]] = 1
     mean = x_all.mean(0)
     scale = x_all.std(0) + 1e-3
     x_all = (x_all - mean) / scale
