@@ -25,7 +25,7 @@ def release_root(data_dir: Path) -> Path:
     return Path(data_dir) / "audioset"
 
 
-def ensure_split(data_dir: Path, split: str = "bal_train", *, url: str = RELEASE_URL,
+def ensure_split(data_dir: Path, split: str = "bal_train", *, url: str | None = None,
                  sha256: str | None = RELEASE_SHA256, progress: ProgressCallback | None = None) -> Path:
     """Return a folder of the split's ``.tfrecord`` files, downloading and extracting once.
 
@@ -41,7 +41,12 @@ def ensure_split(data_dir: Path, split: str = "bal_train", *, url: str = RELEASE
     if marker.is_file() and target.is_dir():
         return target
     tarball = root / "features.tar.gz"
-    download_file(url, tarball, sha256=sha256, progress=progress, name="AudioSet embeddings")
+    try:
+        download_file(url or RELEASE_URL, tarball, sha256=sha256, progress=progress, name="AudioSet embeddings")
+    except DownloadError as err:
+        reason = str(err).split("; ")[0]
+        raise DownloadError(f"{reason}; no AudioSet data to index: set ECHOVIDS_AUDIOSET_DIR to a folder of "
+                            "AudioSet .tfrecord files or pass --audioset DIR") from None
     extract_split(tarball, split, target, progress=progress)
     marker.write_text("ok\n")
     return target

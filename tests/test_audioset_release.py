@@ -68,3 +68,18 @@ def test_archive_without_the_split_is_a_clear_error(tmp_path):
 def test_unknown_split_is_refused(tmp_path):
     with pytest.raises(DownloadError, match="unknown AudioSet split"):
         ensure_split(tmp_path, "test")
+
+
+def test_build_with_nothing_configured_falls_back_to_the_release(monkeypatch, tmp_path, audioset_meta, capsys):
+    """No sources, nothing bundled: the builder asks for the official release (here a closed local
+    port stands in for being offline) and the user learns in one line what to set instead."""
+    from bot.cli import main
+
+    monkeypatch.setattr("core.audioset_release.RELEASE_URL", "http://127.0.0.1:9/features.tar.gz")
+    monkeypatch.setenv("ECHOVIDS_TEST_DATA", str(tmp_path / "no-shared-data"))
+    monkeypatch.setenv("ECHOVIDS_AUDIOSET_META", str(audioset_meta))
+    monkeypatch.delenv("ECHOVIDS_AUDIOSET_DIR", raising=False)
+    assert main(["index", "build", "--index", str(tmp_path / "data")]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("echovids:")]
+    assert len(err) == 1 and "cannot reach http://127.0.0.1:9/features.tar.gz" in err[0]
+    assert "ECHOVIDS_AUDIOSET_DIR" in err[0] and "--audioset DIR" in err[0]

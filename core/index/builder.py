@@ -90,7 +90,11 @@ def build_index(
     if not audioset_dirs and not library_dirs:
         audioset_dirs = list(settings.audioset_dirs)
     if not audioset_dirs and not library_dirs:
-        raise BuildError("nothing to index: pass --audioset DIR or --library DIR, or set ECHOVIDS_AUDIOSET_DIR")
+        # A fresh machine with nothing configured or bundled: the official release's bal_train split
+        # (downloaded once, verified; a DownloadError offline says what to set instead).
+        from core.audioset_release import ensure_split
+
+        audioset_dirs = [ensure_split(data_dir, "bal_train", progress=progress)]
 
     labels = load_labels(resolve_meta_dir(settings.audioset_meta, data_dir))
 
