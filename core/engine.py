@@ -288,6 +288,10 @@ class Engine:
         for i, x in weights.items():
             w[i] = x
         per_seg = np.bincount(r.label_seg, weights=w[r.label_idx], minlength=r.n_segments)
+        # Cover every word first: "dog barking" wants Dog *and* Bark, not a pile of dog-ish labels.
+        coverage = _word_coverage(labelset, text, r.label_seg, r.label_idx, r.n_segments)
+        if coverage is not None:
+            per_seg = np.where(per_seg > 0, coverage + 0.1 * per_seg / max(per_seg.max(), 1e-9), 0.0)
         cand = np.flatnonzero(per_seg > 0)
         if len(cand) == 0:
             return SearchResponse(query=QueryInfo("text", None, None), results=[])
@@ -362,3 +366,28 @@ def open_engine(settings, **kwargs) -> Engine:
     engine = Engine(settings, **kwargs)
     engine.warm_up()
     return engine
+
+
+def _word_coverage(labelset, text: str, label_seg: np.ndarray, label_idx: np.ndarray,
+                   n_segments: int) -> np.ndarray | None:
+    """Per segment, the mean over the query's matchable words of the best label weight for that word.
+
+    None when fewer than two words match a label (then coverage adds nothing to the plain sum).
+    """
+    from core.index.labels import words
+
+    per_word = []
+    for word in dict.fromkeys(words(text)):
+        try:
+            weights = labelset.match_text(word)
+        except BadQueryError:
+            continue  # a word no label knows ("the", "some") neither helps nor hurts
+        w = np.zeros(len(labelset), dtype=np.float64)
+        for i, x in weights.items():
+            w[i] = x
+        best = np.zeros(n_segments, dtype=np.float64)
+        np.maximum.at(best, label_seg, w[label_idx])
+        per_word.append(best)
+    if len(per_word) < 2:
+        return None
+    return np.mean(per_word, axis=0)

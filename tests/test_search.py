@@ -137,3 +137,32 @@ def test_reload_switches_to_a_new_build(small_index_dir: Path, bal_train_dir: Pa
 
 def _meta_dir(bal_train_dir: Path) -> Path:
     return bal_train_dir.parent.parent / "audioset_meta"
+
+
+def test_text_query_covers_every_word_first(engine: Engine):
+    """'dog barking' wants segments labelled Dog *and* Bark before ones with only dog-ish labels."""
+    names = engine.build.label_names
+    dog, bark = names.index("Dog"), names.index("Bark")
+    csr = engine.build.segments
+    ptr, idx = csr["label_ptr"], csr["label_idx"]
+    both = sum(1 for i in range(len(ptr) - 1) if {dog, bark} <= set(idx[ptr[i]:ptr[i + 1]].tolist()))
+    assert both >= 1, "the small index should hold a barking-dog clip"
+    resp = engine.search(Query(kind="text", text="dog barking", top=min(both, 5), live_check=False))
+    assert len(resp.results) == min(both, 5)
+    for m in resp.results:
+        assert {"Dog", "Bark"} <= set(m.labels), m.labels
+
+
+def test_word_coverage_prefers_all_words_over_many_labels(audioset_meta: Path):
+    """A clip labelled Dog + Bark covers 'dog barking'; one labelled Animal + Domestic animals + Dog
+    carries more dog-ish weight in total but covers only one word, and must score lower."""
+    from core.engine import _word_coverage
+    from core.index.labels import load_labels
+
+    labels = load_labels(audioset_meta)
+    ids = {n: labels.names.index(n) for n in ("Dog", "Bark", "Animal", "Domestic animals, pets")}
+    seg = np.array([0, 0, 0, 1, 1])
+    idx = np.array([ids["Animal"], ids["Domestic animals, pets"], ids["Dog"], ids["Dog"], ids["Bark"]])
+    many, both = _word_coverage(labels, "dog barking", seg, idx, 2)
+    assert both > many and both == pytest.approx(1.0)
+    assert _word_coverage(labels, "dog", seg, idx, 2) is None  # one word: the plain sum decides
