@@ -143,6 +143,9 @@ async def test_dm_voice_note_gets_embed_of_timestamped_links(env: Env):
     assert all(vid in indexed for _, vid, _ in links)
     desc = reply.embeds[0]["description"]
     assert re.search(r"at \*\*\d+:\d\d\*\*", desc) and "% match" in desc
+    # YAMNet (the bundled model) says what it heard, above the results: espeak-ng speech is Speech.
+    heard = desc.splitlines()[0]
+    assert heard.startswith("Heard: ") and "Speech" in heard, heard
     footer = reply.embeds[0]["footer"]["text"]
     assert "voice message" in footer and "indexed seconds" in footer
     assert env.oembed.total_requests > 0  # live checks were made
