@@ -2,7 +2,8 @@
 # Both create .venv if missing, install what they need (Python packages, and ffmpeg & co. through
 # apt when missing and permitted) and are safe to run again.
 
-PYTHON ?= python3.11
+# python3.11 if installed under that name, else python3 (checked to be 3.11 below).
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null || echo python3.11)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
@@ -10,7 +11,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 .PHONY: run test system-deps system-deps-test bench clean-venv
 
 $(PY):
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Echo-Vids needs Python 3.11 ($(PYTHON) not found); set PYTHON=/path/to/python3.11"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { echo "Echo-Vids needs Python 3.11 ($(PYTHON) is not it); set PYTHON=/path/to/python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
