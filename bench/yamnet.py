@@ -33,6 +33,16 @@ def _ms(values: list[float]) -> dict:
             "max_ms": round(max(values) * 1e3, 2)}
 
 
+def _timed(fn, n: int) -> dict:
+    """Wall time of ``n`` calls of ``fn()``, summarised by :func:`_ms`."""
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return _ms(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, default=SHARED / "yamnet" / "yamnet.tflite")
@@ -65,45 +75,26 @@ def main() -> None:
         t = time.perf_counter()
         model.heard(samples)
         out["first_call_10s_ms"] = round((time.perf_counter() - t) * 1e3, 2)
-        times = []
-        for _ in range(args.repeat):
-            t = time.perf_counter()
-            model.heard(samples)
-            times.append(time.perf_counter() - t)
-        out["voice_note_10s_warm"] = _ms(times) | {"windows": int(model.scores(samples).shape[0])}
-        times = []
-        for _ in range(args.repeat):
-            t = time.perf_counter()
-            model.audioset_scores(samples)
-            times.append(time.perf_counter() - t)
-        out["audioset_scores_10s_warm"] = _ms(times)
-        times = []
-        for _ in range(args.repeat):
-            t = time.perf_counter()
-            model.listen(samples)
-            times.append(time.perf_counter() - t)
-        out["listen_10s_warm (heard + bridge probs, what the engine calls)"] = _ms(times)
+        out["voice_note_10s_warm"] = (_timed(lambda: model.heard(samples), args.repeat)
+                                      | {"windows": int(model.scores(samples).shape[0])})
+        out["audioset_scores_10s_warm"] = _timed(lambda: model.audioset_scores(samples), args.repeat)
+        out["listen_10s_warm (heard + bridge probs, what the engine calls)"] = _timed(
+            lambda: model.listen(samples), args.repeat)
         one = samples[:15600].copy()
-        times = []
-        for _ in range(args.repeat * 5):
-            t = time.perf_counter()
-            model.scores(one)
-            times.append(time.perf_counter() - t)
-        out["one_window_litert"] = _ms(times)
+        out["one_window_litert"] = _timed(lambda: model.scores(one), args.repeat * 5)
 
         if args.compare_tf:
             it = tf.lite.Interpreter(model_path=str(args.model))
             it.allocate_tensors()
             i, o = it.get_input_details()[0], it.get_output_details()[0]
             x = one.reshape(i["shape"])
-            times = []
-            for _ in range(args.repeat * 5):
-                t = time.perf_counter()
+
+            def tf_lite_window() -> None:
                 it.set_tensor(i["index"], x)
                 it.invoke()
                 it.get_tensor(o["index"])
-                times.append(time.perf_counter() - t)
-            out["one_window_tf_lite"] = _ms(times)
+
+            out["one_window_tf_lite"] = _timed(tf_lite_window, args.repeat * 5)
 
         sounds = {
             "speech (voice note)": note,
