@@ -22,11 +22,10 @@ import numpy as np
 from core.errors import BadQueryError, IndexMissingError, ModelMissingError
 from core.index import store
 from core.index.library import timestamped_url
-from core.results import Heard, Match, Query, QueryInfo, SearchResponse, youtube_url
+from core.results import VIDEO_ID_RE, Heard, Match, Query, QueryInfo, SearchResponse, youtube_url
 from core.bridge import LabelBridge
 from core.search import Hit, Ranker
 
-_VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 _T_PARTS = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 OVERFETCH = 3
 
@@ -38,7 +37,7 @@ def parse_youtube(ref: str) -> tuple[str, int | None]:
     ``start=`` as ``75``, ``75s``, ``1m15s``, ``1h2m3s`` (query string or ``#t=`` fragment).
     """
     ref = (ref or "").strip()
-    if _VIDEO_ID.match(ref):
+    if VIDEO_ID_RE.match(ref):
         return ref, None
     url = ref if "://" in ref else "https://" + ref
     parts = urlsplit(url)
@@ -55,7 +54,7 @@ def parse_youtube(ref: str) -> tuple[str, int | None]:
             video_id = (query.get("v") or [None])[0]
         elif path[0] in ("shorts", "embed", "live", "v", "e") and len(path) > 1:
             video_id = path[1]
-    if not video_id or not _VIDEO_ID.match(video_id):
+    if not video_id or not VIDEO_ID_RE.match(video_id):
         raise BadQueryError(f"not a YouTube video URL or id: {ref!r}")
     t_text = (query.get("t") or query.get("start") or [None])[0]
     if t_text is None and parts.fragment.startswith("t="):

@@ -6,6 +6,7 @@ These mirror the ``--json`` contract in DESIGN.md field for field, so the CLI pr
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -13,6 +14,11 @@ QueryKind = Literal["audio", "like", "text", "embeddings"]
 ModelName = Literal["vggish", "yamnet", "vggish+yamnet"]
 LiveState = Literal["live", "unembeddable", "unknown", "unchecked"]
 Source = Literal["audioset", "library"]
+
+
+#: YouTube video ids are 11 characters of URL-safe base64: anything else cannot be a video, so
+#: links are refused and liveness answers "invalid" locally instead of costing a request.
+VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
 
 
 def youtube_url(video_id: str, start_seconds: int) -> str:

@@ -14,12 +14,13 @@ import asyncio
 import email.utils
 import json
 import random
-import re
 import time
 from dataclasses import dataclass
 from typing import Literal
 
 import aiohttp
+
+from core.results import VIDEO_ID_RE
 
 CheckState = Literal["live", "unembeddable", "private", "gone", "invalid", "unknown"]
 
@@ -34,10 +35,6 @@ STATUS_STATES: dict[int, CheckState] = {
     404: "gone",
     400: "invalid",
 }
-
-#: YouTube video ids are 11 characters of URL-safe base64; anything else cannot be a video, so it
-#: is answered locally instead of costing a request.
-VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_RATE_PER_S = 10.0
