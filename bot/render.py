@@ -184,6 +184,8 @@ def error_line(err: BaseException, settings: object | None = None) -> str:
         return "That recording is too short or silent to match. Try a few seconds of clear sound."
     if "DecodeTimeoutError" in names:
         return "Decoding that file took too long. Try a shorter or simpler file."
+    if "IndexBrokenError" in names:
+        return "The sound index is broken; a moderator needs to rebuild it."
     if "IndexMissingError" in names:
         return "The sound index isn't loaded yet. A moderator can build it (`echovids index build`) and try again."
     if "ModelMissingError" in names or "ModelFileError" in names:

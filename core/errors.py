@@ -28,6 +28,11 @@ class IndexMissingError(EchoVidsError):
     """No index build is current in the data directory."""
 
 
+class IndexBrokenError(IndexMissingError):
+    """The current build (and every older build kept beside it) fails verification: truncated or
+    altered files, or a format version this code cannot read. A moderator must rebuild."""
+
+
 class BadQueryError(EchoVidsError):
     """The query itself is unusable (bad shape, unknown video, empty text...)."""
 
