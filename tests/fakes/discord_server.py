@@ -20,7 +20,13 @@ What it speaks (enough for discord.py 2.7):
   embeds and components of guild messages that neither mention the bot nor come from it are
   blanked before dispatch. DMs are never blanked.
 * :meth:`FakeDiscord.rate_limit_next` makes the next matching request answer 429 with a ``Via``
-  header and a JSON ``retry_after``, the only shape discord.py retries.
+  header and a JSON ``retry_after``, the only shape discord.py retries; :meth:`FakeDiscord.fail_next`
+  answers a 5xx instead. Either, with ``times`` above discord.py's five tries, is a storm that
+  outlasts the library's own retries.
+* The CDN: attachments are served under ``/attachments/…`` and every fetch is recorded in
+  :attr:`FakeDiscord.requests` like a REST call. ``add_attachment(..., stall=True)`` holds the
+  download (no headers, no body) until :meth:`FakeDiscord.release` — a stalled CDN.
+* :attr:`Recorded.allowed_mentions` is what each message-bearing request asked Discord to ping.
 
 Use one instance per process at a time: the client is pointed here through the class attributes
 ``discord.http.Route.BASE`` and ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY`` (or the
@@ -76,6 +82,33 @@ class Recorded:
     def content(self) -> str:
         return (self.json or {}).get("content") or "" if isinstance(self.json, dict) else ""
 
+    @property
+    def message(self) -> dict | None:
+        """The message this request creates or edits (an interaction callback nests it in ``data``)."""
+        if not isinstance(self.json, dict):
+            return None
+        if self.path.endswith("/callback"):
+            data = self.json.get("data")
+            return data if isinstance(data, dict) and ("content" in data or "embeds" in data) else None
+        if self.method in ("POST", "PATCH") and ("content" in self.json or "embeds" in self.json):
+            return self.json
+        return None
+
+    @property
+    def allowed_mentions(self) -> dict | None:
+        """The ``allowed_mentions`` sent with the message (None: not sent, Discord's default pings)."""
+        msg = self.message
+        return msg.get("allowed_mentions") if msg is not None else None
+
+    @property
+    def flags(self) -> int:
+        msg = self.message
+        return int((msg or {}).get("flags") or 0)
+
+    @property
+    def is_attachment_fetch(self) -> bool:
+        return self.method == "GET" and self.path.startswith("/attachments/")
+
 
 @dataclass
 class FakeUser:
@@ -107,11 +140,15 @@ class FakeDiscord:
         self.requests: list[Recorded] = []
         self.heartbeats: list[float] = []
         self.identify: dict | None = None
+        #: How many IDENTIFYs (new sessions) the client made: more than one means it reconnected.
+        self.identify_count = 0
         self.commands: list[dict] = []
         self.attachments: dict[int, tuple[str, bytes, str]] = {}
         #: Tokens answered with 401 (discord.py raises LoginFailure on login).
         self.rejected_tokens: set[str] = set()
         self._rate_limits: list[tuple[str, re.Pattern[str], int, float]] = []
+        self._failures: list[tuple[str, re.Pattern[str], int, int]] = []
+        self._stalls: dict[int, asyncio.Event] = {}
         self._seq = 0
         self._sockets: list[web.WebSocketResponse] = []
         self._changed = asyncio.Event()
@@ -150,6 +187,8 @@ class FakeDiscord:
         return self
 
     async def stop(self) -> None:
+        for gate in self._stalls.values():  # let held downloads end so the server can close
+            gate.set()
         for ws in list(self._sockets):
             await ws.close()
         if self._runner is not None:
@@ -181,8 +220,12 @@ class FakeDiscord:
     def add_attachment(self, path: Path | str | None = None, *, data: bytes | None = None,
                        filename: str | None = None, content_type: str = "audio/ogg",
                        duration_secs: float | None = None, voice: bool = False,
-                       size: int | None = None) -> dict:
-        """Serve a file and return its attachment payload (voice ones carry duration + waveform)."""
+                       size: int | None = None, stall: bool = False, host: str | None = None) -> dict:
+        """Serve a file and return its attachment payload (voice ones carry duration + waveform).
+
+        ``stall``: the download hangs until :meth:`release`. ``host``: the URL names another host
+        (e.g. ``localhost``, still this server) to play an attachment that is not on Discord's CDN.
+        """
         if data is None:
             assert path is not None
             data = Path(path).read_bytes()
@@ -191,7 +234,10 @@ class FakeDiscord:
             filename = "voice-message.ogg"
         att_id = self.snowflake()
         self.attachments[att_id] = (filename, data, content_type)
-        url = f"{self.base_url}/attachments/{att_id}/{filename}?ex=0&is=0&hm=signed"
+        if stall:
+            self._stalls[att_id] = asyncio.Event()
+        base = f"http://{host}:{self.port}" if host else self.base_url
+        url = f"{base}/attachments/{att_id}/{filename}?ex=0&is=0&hm=signed"
         payload = {"id": str(att_id), "filename": filename, "size": size if size is not None else len(data),
                    "url": url, "proxy_url": url, "content_type": content_type}
         if voice or duration_secs is not None:
@@ -200,6 +246,13 @@ class FakeDiscord:
             payload["waveform"] = "AAAAAAAAAAAA"
             payload["flags"] = 0
         return payload
+
+    def release(self, attachment: dict) -> None:
+        """Let a stalled download (``add_attachment(stall=True)``) go through."""
+        self._stalls[int(attachment["id"])].set()
+
+    def fetches_of(self, attachment: dict) -> list[Recorded]:
+        return [r for r in self.requests if r.is_attachment_fetch and r.path.split("/")[2] == attachment["id"]]
 
     # -- gateway events ------------------------------------------------------------------
     async def wait_until_identified(self, timeout: float = 30) -> None:
@@ -316,6 +369,19 @@ class FakeDiscord:
             except asyncio.TimeoutError:
                 pass
 
+    async def wait_for_heartbeats(self, count: int, *, timeout: float = 30) -> None:
+        """Until ``count`` heartbeats in all have been received (and acked)."""
+        deadline = time.monotonic() + timeout
+        while len(self.heartbeats) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"only {len(self.heartbeats)} of {count} heartbeats within {timeout}s")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+            except asyncio.TimeoutError:
+                pass
+
     def replies_to_interaction(self, payload: dict) -> list[Recorded]:
         """Callback + follow-ups + edits made for one interaction, in order."""
         token = payload["token"]
@@ -325,6 +391,15 @@ class FakeDiscord:
         """Answer the next ``times`` matching requests with a retryable 429."""
         self._rate_limits.append((method.upper(), re.compile(path_regex), times, retry_after))
 
+    def fail_next(self, method: str, path_regex: str, *, times: int = 1, status: int = 503) -> None:
+        """Answer the next ``times`` matching requests with ``status`` (a 5xx: Discord is struggling)."""
+        self._failures.append((method.upper(), re.compile(path_regex), times, status))
+
+    def clear_failures(self) -> None:
+        """Forget every pending 429/5xx rule (Discord is healthy again)."""
+        self._failures.clear()
+        self._rate_limits.clear()
+
     # -- handlers ------------------------------------------------------------------------
     @staticmethod
     def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -333,9 +408,15 @@ class FakeDiscord:
             "Content-Type": "application/json", **(headers or {})})
 
     async def _attachment(self, request: web.Request) -> web.Response:
-        att = self.attachments.get(int(request.match_info["id"]))
+        att_id = int(request.match_info["id"])
+        self.requests.append(Recorded("GET", request.path, None, time.monotonic(), query=dict(request.query)))
+        self._changed.set()
+        att = self.attachments.get(att_id)
         if att is None:
             return web.Response(status=404)
+        gate = self._stalls.get(att_id)
+        if gate is not None:
+            await gate.wait()
         name, data, ctype = att
         return web.Response(body=data, headers={"Content-Type": ctype})
 
@@ -353,9 +434,11 @@ class FakeDiscord:
                 op = frame.get("op")
                 if op == 1:
                     self.heartbeats.append(time.monotonic())
+                    self._changed.set()
                     await ws.send_str(json.dumps({"op": 11, "d": None, "s": None, "t": None}))
                 elif op == 2:
                     self.identify = frame["d"]
+                    self.identify_count += 1
                     await self._send_ready()
                     self._ready.set()
                 elif op == 6:  # RESUME: we keep no session; ask for a fresh IDENTIFY
@@ -423,6 +506,12 @@ class FakeDiscord:
             self._changed.set()
             return self._json({"message": "You are being rate limited.", "retry_after": limited, "global": False},
                               status=429, headers={"Via": "1.1 google", "Retry-After": str(limited)})
+        failed = self._take(self._failures, request.method, path)
+        if failed is not None:
+            rec.status = int(failed)
+            self.requests.append(rec)
+            self._changed.set()
+            return self._json({"message": "fake discord: server error", "code": 0}, status=int(failed))
         self.requests.append(rec)
         self._changed.set()
         return await self._route(request.method, path, body)
@@ -438,13 +527,18 @@ class FakeDiscord:
         return out
 
     def _take_rate_limit(self, method: str, path: str) -> float | None:
-        for i, (m, pattern, times, retry_after) in enumerate(self._rate_limits):
+        return self._take(self._rate_limits, method, path)
+
+    @staticmethod
+    def _take(rules: list, method: str, path: str) -> Any:
+        """Consume one use of the first rule matching the request; its value, or None."""
+        for i, (m, pattern, times, value) in enumerate(rules):
             if m == method and pattern.search(path):
                 if times <= 1:
-                    self._rate_limits.pop(i)
+                    rules.pop(i)
                 else:
-                    self._rate_limits[i] = (m, pattern, times - 1, retry_after)
-                return retry_after
+                    rules[i] = (m, pattern, times - 1, value)
+                return value
         return None
 
     def _message_out(self, channel_id: int | str, body: dict | None, *, msg_id: int | None = None,
@@ -510,3 +604,17 @@ class FakeDiscord:
             return self._json({"id": str(recipient + 7), "type": 1, "recipients": [user.payload()],
                                "last_message_id": None})
         return self._json({"message": f"fake discord: no route for {method} {path}", "code": 0}, status=404)
+
+
+async def wait_ready(client: Any, task: asyncio.Task, timeout: float = 240) -> None:
+    """Until a discord.py client started as ``task`` is ready; a start-up error surfaces at once
+    (no polling, no waiting out the timeout when login already failed)."""
+    ready = asyncio.ensure_future(client.wait_until_ready())
+    done, _ = await asyncio.wait({ready, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        ready.cancel()
+        task.result()
+        raise AssertionError("the client stopped before it was ready")
+    if ready not in done:
+        ready.cancel()
+        raise AssertionError(f"the client was not ready within {timeout}s")
