@@ -9,6 +9,17 @@ every core and the event loop (heartbeats, other users' replies) stalls behind i
 Works without the privileged message-content intent: slash commands, the context menu, DMs and
 messages that mention the bot all carry their attachments without it. The intent is requested only
 when ``ECHOVIDS_LISTEN_CHANNELS`` is set (and must then be enabled in the developer portal).
+
+Promises kept here for every front-end path (the cogs only describe *what* to send):
+
+* **No pings.** The client's ``allowed_mentions`` is "none", whatever a caller passes, and no code
+  sends with its own: the bot never needs to ping, and echoed input must not make it.
+* **Graceful stop.** :meth:`EchoVidsBot.graceful_stop` (what SIGTERM/SIGINT call) closes admission,
+  lets every search in flight (:meth:`EchoVidsBot.track`) finish within ``stop_grace_s``, answers
+  the rest with one line, then closes.
+* **Replies outlast outages** (:attr:`EchoVidsBot.replies`, see ``bot.delivery``) and **downloads
+  come from Discord only, within bounded time** (:attr:`EchoVidsBot.download_timeouts`, see
+  ``bot.attachments``).
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -23,15 +35,20 @@ import discord
 import yarl
 from discord.ext import commands
 
+from bot.attachments import DownloadTimeouts, allowed_hosts, fetch_attachment
+from bot.delivery import ReplyRetry
 from bot.jobs import JobPool, LoopLagMonitor
 from core.config import Settings
-from core.errors import DownloadError, EchoVidsError, IndexMissingError
+from core.errors import EchoVidsError, IndexMissingError
 from core.results import Query, SearchResponse
 
 log = logging.getLogger("echovids.bot")
 
 #: Extensions loaded by setup_hook; each is a module with ``async def setup(bot)``.
 COGS = ("bot.cogs.soundalike", "bot.cogs.moderation", "bot.cogs.help")
+
+#: How long in-flight searches may take to finish once the bot is told to stop.
+DEFAULT_STOP_GRACE_S = 10.0
 
 _DEFAULT_API_BASE = "https://discord.com/api/v10"
 _DEFAULT_GATEWAY = "wss://gateway.discord.gg/"
@@ -74,6 +91,10 @@ class EchoVidsBot(commands.Bot):
         sync_commands: bool = True,
         warm_up: bool = True,
         refresh_options: dict[str, Any] | None = None,
+        stop_grace_s: float = DEFAULT_STOP_GRACE_S,
+        grace_wait: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        replies: ReplyRetry | None = None,
+        download_timeouts: DownloadTimeouts | None = None,
         **client_options: Any,
     ):
         intents = discord.Intents.default()
@@ -81,8 +102,9 @@ class EchoVidsBot(commands.Bot):
         intents.message_content = bool(settings.listen_channels)
         intents.presences = False
         intents.members = False
-        client_options.setdefault("allowed_mentions", discord.AllowedMentions(everyone=False, roles=False,
-                                                                              users=True, replied_user=False))
+        # Never ping anyone, whatever the caller asked: nothing the bot says needs a ping, and
+        # user input is echoed in some lines.
+        client_options["allowed_mentions"] = discord.AllowedMentions.none()
         client_options.setdefault("max_messages", 200)
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
                          **client_options)
@@ -102,7 +124,19 @@ class EchoVidsBot(commands.Bot):
         self._engine_lock = asyncio.Lock()
         self._saved_endpoints: tuple[str, yarl.URL] | None = None
         self._owns_liveness = liveness is None
+        self._owns_engine = engine is None
         self._closing = False
+        #: Seconds in-flight searches get to finish on stop; ``grace_wait(seconds)`` is how that
+        #: time passes (injected by tests, which end the grace period with an event).
+        self.stop_grace_s = stop_grace_s
+        self.grace_wait = grace_wait
+        self.replies = replies or ReplyRetry()
+        self.download_timeouts = download_timeouts or DownloadTimeouts()
+        self.attachment_hosts = allowed_hosts(settings)
+        #: Set once a stop begins (admission is closed from then on).
+        self.stopping = asyncio.Event()
+        self._inflight: dict[asyncio.Task[Any], Callable[[], Awaitable[Any]]] = {}
+        self._stop_task: asyncio.Task[None] | None = None
 
     # -- endpoints (applied before login, which already calls the REST API) -----------------
     def apply_endpoints(self) -> None:
@@ -208,27 +242,64 @@ class EchoVidsBot(commands.Bot):
         return await engine.answer(query, executor=self.jobs.executor)
 
     async def download(self, attachment: discord.Attachment) -> bytes:
-        """Fetch an attachment now (its signed URL expires), never more than the size limit."""
-        from core.audio import AudioTooLargeError
-
-        limit = self.settings.max_attachment_bytes
+        """Fetch an attachment now (its signed URL expires): from Discord's CDN only, never more
+        than the size limit, within a time budget derived from its size (``bot.attachments``)."""
         assert self.session is not None
+        return await fetch_attachment(self.session, attachment.url, limit=self.settings.max_attachment_bytes,
+                                      declared_size=attachment.size, hosts=self.attachment_hosts,
+                                      timeouts=self.download_timeouts)
+
+    # -- in-flight searches and the graceful stop ---------------------------------------------
+    async def track(self, work: Awaitable[None], apologise: Callable[[], Awaitable[Any]]) -> None:
+        """Run one admitted request's work as a task the stop can wait for; if the grace period
+        ends first, the stop cancels it and awaits ``apologise()`` (the one "restarting" line)."""
+        task = asyncio.ensure_future(work)
+        self._inflight[task] = apologise
         try:
-            async with self.session.get(attachment.url) as resp:
-                if resp.status != 200:
-                    raise DownloadError(f"attachment download failed with HTTP {resp.status}")
-                if resp.content_length is not None and resp.content_length > limit:
-                    raise AudioTooLargeError("attachment over the size limit")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in resp.content.iter_chunked(1 << 16):
-                    size += len(chunk)
-                    if size > limit:
-                        raise AudioTooLargeError("attachment over the size limit")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-            raise DownloadError(f"attachment download failed: {err.__class__.__name__}") from err
+            await task
+        except asyncio.CancelledError:
+            if task.cancelled() and self._stop_task is not None:
+                return  # cut short by the stop, which answers the user
+            raise
+        finally:
+            self._inflight.pop(task, None)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    def request_stop(self, why: str = "stop requested") -> asyncio.Task[None]:
+        """Begin a graceful stop (idempotent): what the SIGTERM/SIGINT handlers call."""
+        if self._stop_task is None:
+            log.info("%s: finishing %d search(es) in flight (up to %g s), then shutting down",
+                     why, len(self._inflight), self.stop_grace_s)
+            self._stop_task = asyncio.get_running_loop().create_task(self.graceful_stop(),
+                                                                     name="echovids-graceful-stop")
+        return self._stop_task
+
+    async def graceful_stop(self) -> None:
+        """Stop admitting, let in-flight searches finish within the grace period, answer the rest
+        with one line each, then close."""
+        self.jobs.stop_admitting()
+        self.stopping.set()
+        pending = set(self._inflight)
+        if pending:
+            everyone = asyncio.ensure_future(asyncio.wait(pending))
+            grace = asyncio.ensure_future(self.grace_wait(self.stop_grace_s))
+            await asyncio.wait({everyone, grace}, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in (everyone, grace):
+                waiter.cancel()
+        late = {task: self._inflight[task] for task in pending if not task.done() and task in self._inflight}
+        if late:
+            log.warning("grace period over: %d search(es) unfinished, telling their users to resend", len(late))
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            results = await asyncio.gather(*(apologise() for apologise in late.values()), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    log.warning("could not tell a user about the restart: %s", result)
+        await self.close()
 
     # -- events ----------------------------------------------------------------------------
     async def on_message(self, message: discord.Message, /) -> None:
@@ -254,7 +325,7 @@ class EchoVidsBot(commands.Bot):
                     await self.liveness.close()
                 except Exception:
                     log.exception("closing the liveness checker failed")
-            close_engine = getattr(self.engine, "close", None)
+            close_engine = getattr(self.engine, "close", None) if self._owns_engine else None
             if callable(close_engine):
                 try:
                     close_engine()

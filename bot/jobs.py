@@ -1,4 +1,5 @@
-"""Admission and scheduling of search jobs: a bounded worker pool, a capped queue, per-user cooldowns.
+"""Admission and scheduling of search jobs: a bounded worker pool, a capped queue, per-user cooldowns,
+and a separate bound for attachment downloads.
 
 Why here and not in the cogs: decoding, embedding and searching are CPU-heavy and run in threads;
 without a bound, a burst of voice notes would queue unbounded work (and memory), starve the event
@@ -6,6 +7,14 @@ loop of the GIL and make every reply late. So every request is *admitted* first 
 before the interaction is deferred, so a refusal can be an immediate ephemeral reply — then waits
 for a slot. Heavy steps inside a job run on :attr:`JobPool.executor`, a pool of ``workers``
 threads, which is what bounds the CPU work.
+
+Downloads are network waits, not CPU work, and a slow or stalled CDN must not make everybody else
+"busy": a search with an attachment is admitted as a *download* (its own bound, ``downloads`` at
+once plus ``max_download_queue`` waiting) and takes a place in the CPU queue only once its bytes
+are here. The two bounds together still cap the work and memory held at any moment.
+
+When the bot is told to stop, :meth:`JobPool.stop_admitting` closes admission: every new request
+is refused with reason ``"stopping"`` while the ones in flight finish.
 """
 
 from __future__ import annotations
@@ -13,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -26,17 +36,25 @@ class Refused(Exception):
 
     def __init__(self, reason: str, retry_after: float):
         super().__init__(reason)
-        self.reason = reason  # "busy" or "cooldown"
+        self.reason = reason  # "busy", "cooldown" or "stopping"
         self.retry_after = retry_after
 
 
 @dataclass
 class Ticket:
-    """Proof of admission; hand it back to :meth:`JobPool.run` (or :meth:`JobPool.cancel`)."""
+    """Proof of admission; hand it back to :meth:`JobPool.run` (or :meth:`JobPool.cancel`).
+
+    ``stage`` is ``"download"`` (admitted to fetch its attachment, no CPU-queue place yet),
+    ``"queued"`` (holds a CPU-queue place) or ``"done"``.
+    """
 
     user_id: int
     admitted_at: float
-    used: bool = False
+    stage: str = "queued"
+
+    @property
+    def used(self) -> bool:
+        return self.stage == "done"
 
 
 class JobPool:
@@ -49,39 +67,88 @@ class JobPool:
     """
 
     def __init__(self, workers: int = 2, *, concurrency: int | None = None, max_queued: int | None = None,
-                 cooldown_s: float = 3.0, clock: Callable[[], float] = time.monotonic):
+                 cooldown_s: float = 3.0, downloads: int | None = None, max_download_queue: int | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.workers = max(1, int(workers))
         self.concurrency = max(1, int(concurrency)) if concurrency is not None else 2 * self.workers
         self.max_queued = max_queued if max_queued is not None else self.workers * 8
+        #: Downloads at once, and admitted downloads waiting for one of those slots.
+        self.downloads = max(1, int(downloads)) if downloads is not None else 4 * self.workers
+        self.max_download_queue = (max(0, int(max_download_queue)) if max_download_queue is not None
+                                   else 4 * self.downloads)
         self.cooldown_s = cooldown_s
         self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="echovids-job")
         self._clock = clock
         self._slots = asyncio.Semaphore(self.concurrency)
-        self._pending = 0          # admitted, not finished (waiting or running)
+        self._download_slots = asyncio.Semaphore(self.downloads)
+        self._pending = 0          # holding a CPU-queue place, not finished (waiting or running)
         self._running = 0
+        self._fetching = 0         # admitted downloads, waiting for a slot or downloading
+        self._downloading = 0
+        self._admitting = True
         self._next_allowed: dict[int, float] = {}
         self._avg_job_s = 1.0      # running estimate for "try again in N s"
         self.completed = 0
 
     # -- admission (synchronous: answerable before deferring) -----------------------------
-    def admit(self, user_id: int) -> Ticket:
+    def admit(self, user_id: int, *, download: bool = False) -> Ticket:
+        """Admit a search now or refuse it. ``download``: it must fetch an attachment first, so it
+        takes a download place, and its CPU-queue place only when :meth:`downloading` ends."""
         now = self._clock()
+        if not self._admitting:
+            raise Refused("stopping", 60.0)
         wait = self._next_allowed.get(user_id, 0.0) - now
         if wait > 0:
             raise Refused("cooldown", wait)
         if self._pending >= self.concurrency + self.max_queued:
             raise Refused("busy", self.estimated_wait())
-        self._pending += 1
+        if download and self._fetching >= self.downloads + self.max_download_queue:
+            raise Refused("busy", self.estimated_wait())
+        if download:
+            self._fetching += 1
+        else:
+            self._pending += 1
         self._next_allowed[user_id] = now + self.cooldown_s
         if len(self._next_allowed) > 10_000:  # forget users whose cooldown is long over
             self._next_allowed = {u: t for u, t in self._next_allowed.items() if t > now}
-        return Ticket(user_id, now)
+        return Ticket(user_id, now, stage="download" if download else "queued")
+
+    @asynccontextmanager
+    async def downloading(self, ticket: Ticket) -> AsyncIterator[None]:
+        """Hold one of the ``downloads`` slots while the body runs; if it succeeds, the ticket
+        moves to the CPU queue (a place taken even past the cap: it was admitted already, and the
+        download bound caps how many can arrive this way)."""
+        if ticket.stage != "download":
+            raise RuntimeError(f"ticket is {ticket.stage}, not admitted for a download")
+        async with self._download_slots:
+            self._downloading += 1
+            try:
+                yield
+            finally:
+                self._downloading -= 1
+        ticket.stage = "queued"
+        self._fetching -= 1
+        self._pending += 1
 
     def cancel(self, ticket: Ticket) -> None:
-        """Give back an admitted slot that will not be used (e.g. the defer itself failed)."""
-        if not ticket.used:
-            ticket.used = True
+        """Give back an admitted place that will not be used (the defer or the download failed)."""
+        if ticket.stage == "queued":
             self._pending -= 1
+        elif ticket.stage == "download":
+            self._fetching -= 1
+        ticket.stage = "done"
+
+    def stop_admitting(self) -> None:
+        """Refuse every new request from now on (the bot is stopping); those admitted go on."""
+        self._admitting = False
+
+    @property
+    def admitting(self) -> bool:
+        return self._admitting
+
+    @property
+    def downloads_in_progress(self) -> int:
+        return self._downloading
 
     def estimated_wait(self) -> float:
         """Seconds until a queue place frees up, from the average job time (at least 1)."""
@@ -99,9 +166,9 @@ class JobPool:
     # -- running ----------------------------------------------------------------------------
     async def run(self, ticket: Ticket, job: Callable[[], Awaitable[T]]) -> T:
         """Wait for a slot, run ``job()``, free the slot whatever happens."""
-        if ticket.used:
-            raise RuntimeError("ticket already used")
-        ticket.used = True
+        if ticket.stage != "queued":
+            raise RuntimeError(f"ticket is {ticket.stage}, not queued for the CPU")
+        ticket.stage = "done"
         try:
             async with self._slots:
                 self._running += 1

@@ -169,6 +169,21 @@ def _secs(settings: object) -> str:
     return clock(getattr(settings, "max_audio_seconds", 120))
 
 
+#: The one line for a search that cannot be finished because the bot is stopping (or a new one
+#: that arrives while it stops).
+RESTARTING_LINE = "I'm restarting; please send it again in a minute."
+
+
+def echo(text: str, limit: int = 300) -> str:
+    """User input quoted back in a line: shortened, and unable to mention anyone or to format.
+
+    Messages are sent with no allowed mentions anyway (the client default); escaping as well means
+    the echoed ``<@id>``/``@everyone`` does not even *look* like a mention, and stays harmless if a
+    message ever went out another way.
+    """
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(_shorten(text, limit)))
+
+
 def error_line(err: BaseException, settings: object | None = None) -> str:
     """The reply for a failed search. Matched by class name so core.audio need not be imported."""
     names = [cls.__name__ for cls in type(err).__mro__]
@@ -190,18 +205,24 @@ def error_line(err: BaseException, settings: object | None = None) -> str:
         return "The sound index isn't loaded yet. A moderator can build it (`echovids index build`) and try again."
     if "ModelMissingError" in names or "ModelFileError" in names:
         return "The audio model isn't installed on this bot yet, so audio searches are off. Try `text:` or `link:` searches."
+    if "AttachmentHostError" in names:
+        return ("I only download attachments from Discord's own servers, and that one is elsewhere. "
+                "Upload the file to Discord and try again.")
     if "DownloadError" in names:
         return "I couldn't download that attachment. Please send it again."
     if "BadQueryError" in names:
-        return f"I can't search that: {_shorten(str(err), 300)}"
+        return f"I can't search that: {echo(str(err))}"
     if "EchoVidsError" in names:
-        return _shorten(str(err), 300) or "That search failed."
+        return echo(str(err)) or "That search failed."
     return "Something went wrong on my side. Please try again in a moment."
 
 
 def refusal_line(reason: str, retry_after: float) -> str:
-    """Reply when a job is not admitted (queue full, or the user's cooldown)."""
+    """Reply when a job is not admitted: the user's cooldown (a pause between searches, which may
+    follow a search that already finished), a full queue, or a bot that is stopping."""
     wait = max(1, int(retry_after + 0.999))
     if reason == "cooldown":
-        return f"One search at a time, please: try again in {wait} s."
+        return f"Please wait {wait} s between searches."
+    if reason == "stopping":
+        return RESTARTING_LINE
     return f"I'm busy with other searches right now. Please try again in {wait} s."

@@ -9,10 +9,10 @@ expensive part); each scenario uses its own users so cooldowns and replies never
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import shutil
 import sqlite3
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import pytest_asyncio
 from bot.client import EchoVidsBot
 from core.config import load_settings
 from core.index.store import open_current, read_pointer
-from tests.fakes.discord_server import EPHEMERAL_FLAG, MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord, Recorded
+from tests.fakes.discord_server import EPHEMERAL_FLAG, MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord, Recorded, wait_ready
 from tests.fakes.oembed_server import GONE, FakeOEmbed
 from tests.media import make_voice_note
 
@@ -87,12 +87,7 @@ async def env(bot_data_dir, vggish_checkpoint, pca_params_path, audioset_meta, v
     bot = EchoVidsBot(settings, cooldown_s=0.0, guild_ready_timeout=0.05,
                       refresh_options={"rate_per_s": None, "concurrency": 32})
     task = asyncio.create_task(bot.start(settings.discord_token))
-    deadline = time.monotonic() + 240
-    while not bot.is_ready():
-        if task.done():
-            task.result()  # surface the start-up error
-        assert time.monotonic() < deadline, "bot did not become ready"
-        await asyncio.sleep(0.05)
+    await wait_ready(bot, task)
     yield Env(fake, oembed, bot, bot_data_dir, voice_notes)
     await bot.close()
     await asyncio.wait_for(task, 30)
@@ -115,6 +110,18 @@ def _webhook_post(payload: dict):
 
 def _callback(payload: dict):
     return lambda r: r.method == "POST" and r.path.endswith(f"{payload['token']}/callback")
+
+
+def _assert_ephemeral_error(env: Env, payload: dict, follow: Recorded) -> None:
+    """An error after a public defer is shown to the asker only: the public "thinking…" message
+    is deleted first, so the follow-up is a new, ephemeral message (not an edit of the public one)."""
+    assert follow.flags & EPHEMERAL_FLAG, follow.json
+    mine = env.fake.replies_to_interaction(payload)
+    deleted = [r for r in mine if r.method == "DELETE" and r.path.endswith("/messages/@original")]
+    assert deleted and mine.index(deleted[0]) < mine.index(follow)
+
+
+LIVE_MENTION = re.compile(r"<@[!&]?\d+>|@everyone|@here")
 
 
 def _indexed_ids(env: Env) -> set[str]:
@@ -154,15 +161,16 @@ async def test_dm_voice_note_gets_embed_of_timestamped_links(env: Env):
 async def test_slash_with_attachment_is_deferred_then_followed_up(env: Env):
     user = env.user()
     att = env.fake.add_attachment(env.notes["tone"], filename="tone.ogg", content_type="audio/ogg")
-    start = time.monotonic()
     payload = await env.fake.slash(user, "soundalike", [{"name": "audio", "type": 11, "value": att["id"]},
                                                         {"name": "results", "type": 4, "value": 3}],
                                    attachments=[att])
     cb = await env.fake.wait_for(_callback(payload), timeout=10)
     assert cb.json["type"] == 5  # deferred
-    assert cb.at - start < 3.0
     follow = await env.fake.wait_for(_webhook_post(payload), timeout=60)
-    assert follow.at >= cb.at
+    # Deferred before any slow step (the download, then the search): the 3 s rule holds however
+    # slow the machine, because nothing slow comes before the callback.
+    order = env.fake.requests.index
+    assert order(cb) < order(env.fake.fetches_of(att)[0]) < order(follow)
     links = _links(follow)
     assert 1 <= len(links) <= 3
     assert "`tone.ogg`" in follow.embeds[0]["footer"]["text"]
@@ -193,12 +201,15 @@ async def test_guild_voice_message_without_mention_is_ignored_with_mention_answe
     att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
     before = len(env.fake.requests)
     await env.fake.send_message(user, attachments=[att], voice=True)  # no intent, no mention: blanked
-    await asyncio.sleep(1.5)
-    assert not [r for r in env.fake.requests[before:] if r.path.startswith(f"/channels/{env.fake.channel_id}")]
     att2 = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
-    await env.fake.send_message(user, attachments=[att2], voice=True, mention_bot=True)
+    sent = await env.fake.send_message(user, attachments=[att2], voice=True, mention_bot=True)
     reply = await env.fake.wait_for(_is_message_post(env.fake.channel_id), timeout=60, after=before)
     assert _links(reply)
+    # The gateway delivers in order and the bot handles events in order, so by the time the second
+    # message is answered the first was handled: its only trace would be here, and there is none.
+    assert reply.json["message_reference"]["message_id"] == int(sent["id"])
+    assert not env.fake.fetches_of(att)
+    assert [r for r in env.fake.requests[before:] if r.path == f"/channels/{env.fake.channel_id}/messages"] == [reply]
 
 
 async def test_non_audio_file_gets_friendly_error_then_next_voice_note_is_answered(env: Env):
@@ -217,6 +228,7 @@ async def test_non_audio_file_gets_friendly_error_then_next_voice_note_is_answer
     assert (await env.fake.wait_for(_callback(payload), timeout=10)).json["type"] == 5
     follow = await env.fake.wait_for(_webhook_post(payload), timeout=60)
     assert "couldn't read that as audio" in follow.content and not follow.embeds
+    _assert_ephemeral_error(env, payload, follow)
 
     n = len(env.fake.requests)
     att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
@@ -229,19 +241,21 @@ async def test_metadata_errors_are_answered_at_once_and_ephemerally(env: Env):
     user = env.user()
     too_long = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=600.0)
     too_big = env.fake.add_attachment(env.notes["speech"], filename="big.ogg", size=50 * 2**20)
+    before = len(env.fake.requests)
     for att, words in ((too_long, "too long"), (too_big, "too large")):
-        before = len(env.fake.requests)
         payload = await env.fake.slash(user, "soundalike", [{"name": "audio", "type": 11, "value": att["id"]}],
                                        attachments=[att])
         cb = await env.fake.wait_for(_callback(payload), timeout=10)
         assert cb.json["type"] == 4 and cb.json["data"]["flags"] & EPHEMERAL_FLAG
         assert words in cb.json["data"]["content"]
-        await asyncio.sleep(0.2)
-        assert not [r for r in env.fake.requests[before:] if "/attachments/" in r.path or "webhooks" in r.path]
 
+    # The answer was the whole handling (no defer, so nothing can follow it): after one more
+    # command's answer, neither file was ever fetched and no follow-up was sent.
     payload = await env.fake.slash(user, "soundalike", [])
     cb = await env.fake.wait_for(_callback(payload), timeout=10)
     assert "exactly one" in cb.json["data"]["content"] and cb.json["data"]["flags"] & EPHEMERAL_FLAG
+    assert not env.fake.fetches_of(too_long) and not env.fake.fetches_of(too_big)
+    assert not [r for r in env.fake.requests[before:] if "webhooks" in r.path]
 
 
 async def test_text_and_link_searches(env: Env):
@@ -260,28 +274,27 @@ async def test_text_and_link_searches(env: Env):
                                                          "value": "https://youtu.be/notindexed1"}])
     follow = await env.fake.wait_for(_webhook_post(payload), timeout=60)
     assert follow.content.startswith("I can't search that") and not follow.embeds
+    _assert_ephemeral_error(env, payload, follow)
 
 
 async def test_ten_voice_notes_at_once_all_answered_while_heartbeats_continue(env: Env):
     users = [env.user() for _ in range(10)]
     before = len(env.fake.requests)
-    beats_before = len(env.fake.heartbeats)
-    env.bot.lag.reset()
-    start = time.monotonic()
+    identifies = env.fake.identify_count
     for i, user in enumerate(users):
         note = env.notes["noise" if i % 2 else "speech"]
         att = env.fake.add_attachment(note, voice=True, duration_secs=10.0 if i % 2 else 3.0)
         await env.fake.send_message(user, guild=False, attachments=[att], voice=True)
+    first = await env.fake.wait_for(_is_message_post(env.fake.dm_channel_id(users[0])), timeout=180, after=before)
+    beats_at_first = len(env.fake.heartbeats)
     for user in users:
         reply = await env.fake.wait_for(_is_message_post(env.fake.dm_channel_id(user)), timeout=180, after=before)
         assert _links(reply)
-    elapsed = time.monotonic() - start
-    beats = [t for t in env.fake.heartbeats[beats_before:] if t >= start]
-    # Heartbeats kept flowing: no gap much longer than the interval while ten notes were processed.
-    gaps = [b - a for a, b in zip([start] + beats, beats + [time.monotonic()])]
-    assert max(gaps) < HEARTBEAT_MS / 1000 * 4 + 0.5, f"heartbeat gap {max(gaps):.2f}s over {elapsed:.1f}s"
-    assert len(beats) >= int(elapsed / (HEARTBEAT_MS / 1000) * 0.5)
-    assert env.bot.lag.percentile(99) < 0.5
+    # The loop kept serving the gateway while the notes were decoded and embedded: the session was
+    # never dropped (one IDENTIFY), and heartbeats were still sent and acked after the work began.
+    # (How *late* heartbeats are is a figure for bench/, not a pass/fail here.)
+    await env.fake.wait_for_heartbeats(beats_at_first + 2, timeout=60)
+    assert env.fake.identify_count == identifies and first.status == 200
 
 
 async def test_429_on_the_reply_is_retried(env: Env):
@@ -296,6 +309,175 @@ async def test_429_on_the_reply_is_retried(env: Env):
     assert [r.status for r in posts] == [429, 200]
     assert reply.at - posts[0].at >= 0.3
     assert _links(reply)
+
+
+async def test_stalled_downloads_do_not_make_other_users_busy(env: Env):
+    """20 downloads held by the CDN must not take the search queue's places: another user's
+    search is admitted and answered meanwhile, and the held ones are answered once released."""
+    stalled = []
+    before = len(env.fake.requests)
+    for _ in range(20):
+        user = env.user()
+        att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0, stall=True)
+        await env.fake.send_message(user, guild=False, attachments=[att], voice=True)
+        stalled.append((user, att))
+    try:
+        # Downloads are bounded apart from the CPU work: as many as that bound allows are now held.
+        held = min(20, getattr(env.bot.jobs, "downloads", 20))
+        for _, att in stalled[:held]:
+            await env.fake.wait_for(lambda r, a=att: r.is_attachment_fetch and a["id"] in r.path,
+                                    timeout=60, after=before)
+        other = env.user()
+        payload = await env.fake.slash(other, "soundalike", [{"name": "text", "type": 3, "value": "dog barking"}])
+        cb = await env.fake.wait_for(_callback(payload), timeout=30)
+        assert cb.json["type"] == 5, cb.json  # admitted and deferred, not "I'm busy"
+        follow = await env.fake.wait_for(_webhook_post(payload), timeout=60)
+        assert _links(follow)
+    finally:
+        for _, att in stalled:
+            env.fake.release(att)
+    for user, _ in stalled:
+        reply = await env.fake.wait_for(_is_message_post(env.fake.dm_channel_id(user)), timeout=180, after=before)
+        assert _links(reply)
+
+
+async def test_a_stalled_download_times_out_with_a_clear_line(env: Env):
+    from bot.attachments import DownloadTimeouts
+
+    user = env.user()
+    saved = env.bot.download_timeouts
+    # A short silence limit so the test need not wait; the defaults are checked in test_bot_jobs.
+    env.bot.download_timeouts = DownloadTimeouts(connect_s=5, read_s=0.2, base_s=5, min_rate_bps=2**20)
+    att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0, stall=True)
+    before = len(env.fake.requests)
+    try:
+        await env.fake.send_message(user, guild=False, attachments=[att], voice=True)
+        reply = await env.fake.wait_for(_is_message_post(env.fake.dm_channel_id(user)), timeout=60, after=before)
+    finally:
+        env.bot.download_timeouts = saved
+        env.fake.release(att)
+    assert "couldn't download" in reply.content and not reply.embeds
+
+
+async def test_attachment_on_another_host_is_refused_and_never_fetched(env: Env):
+    user = env.user()
+    dm = env.fake.dm_channel_id(user)
+    foreign = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0, host="localhost")
+    before = len(env.fake.requests)
+    await env.fake.send_message(user, guild=False, attachments=[foreign], voice=True)
+    reply = await env.fake.wait_for(_is_message_post(dm), timeout=60, after=before)
+    assert "Discord" in reply.content and not reply.embeds, reply.json
+
+    foreign2 = env.fake.add_attachment(env.notes["tone"], filename="tone.ogg", host="localhost")
+    payload = await env.fake.slash(user, "soundalike", [{"name": "audio", "type": 11, "value": foreign2["id"]}],
+                                   attachments=[foreign2])
+    cb = await env.fake.wait_for(_callback(payload), timeout=10)
+    assert cb.json["type"] == 4 and cb.json["data"]["flags"] & EPHEMERAL_FLAG
+    assert "Discord" in cb.json["data"]["content"]
+    assert not env.fake.fetches_of(foreign) and not env.fake.fetches_of(foreign2)
+
+
+async def test_echoed_input_never_pings(env: Env):
+    user, victim = env.user(), env.user()
+    for option, value in (("link", f"x<@{victim.id}>y"), ("text", f"zzqxv <@{victim.id}> @everyone qqzzk")):
+        payload = await env.fake.slash(user, "soundalike", [{"name": option, "type": 3, "value": value}])
+        follow = await env.fake.wait_for(_webhook_post(payload), timeout=60)
+        assert follow.content.startswith("I can't search that"), follow.content
+        assert str(victim.id) in follow.content  # echoed, so the user sees what was refused...
+        assert not LIVE_MENTION.search(follow.content), follow.content  # ...but as text, not a mention
+        assert follow.allowed_mentions is not None and follow.allowed_mentions.get("parse") == []
+        assert not follow.allowed_mentions.get("users") and not follow.allowed_mentions.get("roles")
+
+
+class _Delays:
+    """Injected sleep for reply retries: records each delay asked for, waits for none."""
+
+    def __init__(self):
+        self.asked: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.asked.append(seconds)
+
+
+async def test_a_5xx_storm_on_a_dm_reply_is_outlasted(env: Env):
+    from bot.delivery import ReplyRetry
+
+    user = env.user()
+    dm = env.fake.dm_channel_id(user)
+    saved, delays = env.bot.replies, _Delays()
+    env.bot.replies = ReplyRetry(delays=(2.0, 10.0, 30.0, 60.0), sleep=delays)
+    # 503 is not retried by discord.py at all: every attempt below is the bot's own.
+    env.fake.fail_next("POST", rf"^/channels/{dm}/messages$", times=3, status=503)
+    before = len(env.fake.requests)
+    try:
+        att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
+        await env.fake.send_message(user, guild=False, attachments=[att], voice=True)
+        reply = await env.fake.wait_for(_is_message_post(dm), timeout=60, after=before)
+    finally:
+        env.bot.replies = saved
+    assert _links(reply)
+    posts = [r.status for r in env.fake.requests[before:] if r.path == f"/channels/{dm}/messages"]
+    assert posts == [503, 503, 503, 200]
+    assert delays.asked == [2.0, 10.0, 30.0]  # growing backoff, injected so nothing waited
+
+
+async def test_a_429_storm_on_a_follow_up_is_outlasted(env: Env):
+    from bot.delivery import ReplyRetry
+
+    user = env.user()
+    saved, delays = env.bot.replies, _Delays()
+    env.bot.replies = ReplyRetry(delays=(2.0, 10.0, 30.0, 60.0), sleep=delays)
+    # discord.py retries a 429 five times itself; eight in a row outlast it.
+    env.fake.rate_limit_next("POST", r"^/webhooks/", times=8, retry_after=0.01)
+    try:
+        payload = await env.fake.slash(user, "soundalike", [{"name": "text", "type": 3, "value": "dog barking"}])
+        follow = await env.fake.wait_for(lambda r: _webhook_post(payload)(r) and r.status == 200, timeout=60)
+    finally:
+        env.bot.replies = saved
+    assert _links(follow)
+    assert [r.status for r in env.fake.replies_to_interaction(payload) if r.method == "POST"
+            and r.path.startswith("/webhooks/")] == [429] * 8 + [200]
+    assert delays.asked == [2.0]
+
+
+class _LogEvent(logging.Handler):
+    """Sets an asyncio.Event when a record containing ``words`` is logged (on the loop's thread)."""
+
+    def __init__(self, words: str):
+        super().__init__(logging.WARNING)
+        self.words = words
+        self.seen = asyncio.Event()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.words in record.getMessage():
+            self.records.append(record)
+            self.seen.set()
+
+
+async def test_a_storm_that_outlasts_every_retry_is_logged(env: Env):
+    from bot.delivery import ReplyRetry
+
+    user = env.user()
+    dm = env.fake.dm_channel_id(user)
+    saved, delays = env.bot.replies, _Delays()
+    env.bot.replies = ReplyRetry(delays=(1.0, 2.0), sleep=delays)
+    env.fake.fail_next("POST", rf"^/channels/{dm}/messages$", times=1000, status=503)
+    watcher = _LogEvent("gave up")
+    logging.getLogger("echovids").addHandler(watcher)
+    before = len(env.fake.requests)
+    try:
+        att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
+        await env.fake.send_message(user, guild=False, attachments=[att], voice=True)
+        await asyncio.wait_for(watcher.seen.wait(), 120)
+    finally:
+        logging.getLogger("echovids").removeHandler(watcher)
+        env.bot.replies = saved
+        env.fake.clear_failures()
+    record = watcher.records[0]
+    assert record.levelno == logging.WARNING and "503" in record.getMessage()
+    assert delays.asked == [1.0, 2.0]
+    assert [r.status for r in env.fake.requests[before:] if r.path == f"/channels/{dm}/messages"] == [503] * 3
 
 
 async def test_help(env: Env):
@@ -314,7 +496,7 @@ async def test_non_moderator_is_refused_index_refresh(env: Env):
         cb = await env.fake.wait_for(_callback(payload), timeout=10)
         assert cb.json["type"] == 4 and cb.json["data"]["flags"] & EPHEMERAL_FLAG
         assert "Only moderators" in cb.json["data"]["content"]
-    await asyncio.sleep(0.3)
+    # The refusal is the handler's only step (answered before anything else), so this is final.
     assert read_pointer(env.data_dir) == pointer
     assert env.bot.get_cog("Moderation").refresh_task is None
 
@@ -370,3 +552,15 @@ async def test_moderator_refresh_swaps_the_index_and_later_replies_use_it(env: E
     assert f"{env.bot.engine.index_size:,} seconds" in fields["Size"]
     assert "still on YouTube" in fields["Live share"]
     assert "rebuilt" in fields["Last refresh"]
+
+
+async def test_no_message_the_bot_sent_could_ping(env: Env):
+    """Every message-bearing request in this module (replies, follow-ups, errors, refresh progress)
+    asked Discord to ping nobody: the class of fault, checked across every path exercised above."""
+    sent = [r for r in env.fake.requests if r.message is not None]
+    assert len(sent) > 20
+    for rec in sent:
+        assert rec.allowed_mentions is not None, (rec.method, rec.path)
+        assert rec.allowed_mentions.get("parse") == [], (rec.method, rec.path, rec.allowed_mentions)
+        assert not rec.allowed_mentions.get("users") and not rec.allowed_mentions.get("roles")
+        assert not rec.allowed_mentions.get("replied_user")

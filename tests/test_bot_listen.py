@@ -4,7 +4,6 @@ and answers every *voice message* there, mention or not — and nothing else, no
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import pytest_asyncio
@@ -12,7 +11,7 @@ import pytest_asyncio
 from bot.client import EchoVidsBot
 from core.config import load_settings
 from core.liveness import LivenessChecker
-from tests.fakes.discord_server import MESSAGE_CONTENT_INTENT, FakeDiscord
+from tests.fakes.discord_server import MESSAGE_CONTENT_INTENT, FakeDiscord, wait_ready
 from tests.fakes.oembed_server import FakeOEmbed
 from tests.media import make_voice_note
 
@@ -35,12 +34,7 @@ async def listening(small_index_dir, vggish_checkpoint, pca_params_path, tmp_pat
     liveness = LivenessChecker(settings, cache_path=tmp / "liveness.sqlite")
     bot = EchoVidsBot(settings, liveness=liveness, cooldown_s=0.0, warm_up=False, guild_ready_timeout=0.05)
     task = asyncio.create_task(bot.start("token"))
-    deadline = time.monotonic() + 180
-    while not bot.is_ready():
-        if task.done():
-            task.result()
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await wait_ready(bot, task)
     yield fake, note
     await bot.close()
     await asyncio.wait_for(task, 30)
@@ -68,6 +62,11 @@ async def test_voice_messages_in_listen_channels_are_answered_without_mention(li
     assert reply.path == f"/channels/{fake.listen_channel_id}/messages"
     assert reply.json["message_reference"]["message_id"] == int(sent["id"])
     assert "https://youtu.be/" in reply.embeds[0]["description"]
-    await asyncio.sleep(1.0)
+
+    # A marker the bot does answer (a DM), sent last: events are handled in order, so once it is
+    # answered every message above was handled too — no sleeping and hoping.
+    await fake.send_message(user, guild=False, content="hello")
+    dm = f"/channels/{fake.dm_channel_id(user)}/messages"
+    marker = await fake.wait_for(lambda r: r.method == "POST" and r.path == dm, timeout=60, after=before)
     posts = [r for r in fake.requests[before:] if r.method == "POST" and r.path.endswith("/messages")]
-    assert len(posts) == 1
+    assert posts == [reply, marker]

@@ -117,3 +117,22 @@ def test_error_lines_are_friendly_single_lines():
         line = error_line(err, settings)
         assert words in line, (err, line)
         assert "\n" not in line and "/secret/path" not in line
+
+
+def test_refusal_lines_say_what_happened():
+    from bot.render import refusal_line
+
+    assert refusal_line("cooldown", 2.2) == "Please wait 3 s between searches."
+    assert refusal_line("busy", 4).startswith("I'm busy") and "4 s" in refusal_line("busy", 4)
+    assert refusal_line("stopping", 60) == "I'm restarting; please send it again in a minute."
+
+
+def test_echoed_input_in_error_lines_cannot_mention_or_format():
+    from bot.render import error_line
+    from core.errors import BadQueryError
+
+    line = error_line(BadQueryError("not a YouTube video URL or id: 'x<@123456789012345678>y @everyone **b**'"))
+    assert line.startswith("I can't search that: ")
+    assert "123456789012345678" in line  # still shown...
+    assert not re.search(r"<@!?&?\d+>|@everyone|@here", line)  # ...but not as a mention
+    assert "**b**" not in line  # nor as formatting

@@ -2,13 +2,19 @@
 
 All triggers go through the same steps, in this order, because each protects the next:
 
-1. **Metadata check** (type, size, duration of the attachment as Discord describes it) — answered at
-   once and, for interactions, ephemerally: no download, no queue place, no defer.
-2. **Admission** to the job pool (per-user cooldown, global queue cap) — refusals are immediate too.
+1. **Metadata check** (type, size, duration of the attachment as Discord describes it, and that its
+   URL is on Discord's CDN) — answered at once and, for interactions, ephemerally: no download, no
+   queue place, no defer.
+2. **Admission** to the job pool (per-user cooldown, global queue cap, download bound; closed while
+   the bot stops) — refusals are immediate too.
 3. **Defer** (interactions must be answered within 3 s) and **download at once** (signed attachment
-   URLs expire), refusing anything that streams past the size limit.
+   URLs expire) under the download bound, not holding a CPU-queue place, refusing anything that
+   streams past the size limit or takes too long.
 4. **Search** in a worker slot, off the event loop; the reply is the one embed from ``bot.render``.
-   Errors found after the defer are a short follow-up.
+   Errors found after the defer are a short follow-up, ephemeral for interactions.
+
+Steps 3–4 run as a tracked request (:meth:`EchoVidsBot.track`) so a graceful stop can wait for them
+or answer them with one line; every reply goes through the bot's retrying delivery.
 
 Without the message-content intent, Discord still delivers attachments of DMs and of messages
 that mention the bot; in listen channels (intent required) only voice messages are answered.
@@ -26,8 +32,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.attachments import AttachmentHostError, check_host
+from bot.delivery import DeliveryFailed, is_transient
 from bot.jobs import Refused, Ticket
-from bot.render import clock, error_line, refusal_line, render_response
+from bot.render import RESTARTING_LINE, clock, echo, error_line, refusal_line, render_response
 from core.results import Query
 
 if TYPE_CHECKING:
@@ -55,11 +63,16 @@ def is_media(attachment: discord.Attachment) -> bool:
     return PurePosixPath(attachment.filename.lower()).suffix in MEDIA_EXTENSIONS
 
 
-def precheck(attachment: discord.Attachment, settings) -> str | None:
+def precheck(attachment: discord.Attachment, settings, hosts: frozenset[str] | None = None) -> str | None:
     """The error visible from metadata alone, or None. Answered before any download."""
     if not is_media(attachment):
-        return (f"`{discord.utils.escape_markdown(attachment.filename)[:80]}` isn't audio or video. "
+        return (f"`{echo(attachment.filename, 80)}` isn't audio or video. "
                 "Send a voice message or an audio/video file.")
+    if hosts is not None:
+        try:
+            check_host(attachment.url, hosts)
+        except AttachmentHostError as err:
+            return error_line(err, settings)
     if attachment.size > settings.max_attachment_bytes:
         return f"That file is too large: the limit is {settings.max_attachment_mb:g} MB."
     duration = attachment.duration
@@ -152,9 +165,9 @@ class Soundalike(commands.Cog):
     # -- interactions: shared path ------------------------------------------------------------
     async def _interaction_audio(self, interaction: discord.Interaction, attachment: discord.Attachment,
                                  top: int) -> None:
-        problem = precheck(attachment, self.bot.settings)
+        problem = precheck(attachment, self.bot.settings, self.bot.attachment_hosts)
         if problem:
-            await interaction.response.send_message(problem, ephemeral=True)
+            await self._interaction_error(interaction, problem)
             return
         await self._interaction_search(interaction, attachment=attachment, top=top,
                                        searched=_described(attachment))
@@ -164,10 +177,18 @@ class Soundalike(commands.Cog):
                                   searched: str) -> None:
         started = time.perf_counter()
         try:
-            ticket = self.bot.jobs.admit(interaction.user.id)
+            ticket = self.bot.jobs.admit(interaction.user.id, download=attachment is not None)
         except Refused as refused:
-            await interaction.response.send_message(refusal_line(refused.reason, refused.retry_after), ephemeral=True)
+            await self._interaction_error(interaction, refusal_line(refused.reason, refused.retry_after))
             return
+        await self.bot.track(
+            self._interaction_work(interaction, ticket, query=query, attachment=attachment, top=top,
+                                   searched=searched, started=started),
+            apologise=lambda: self._interaction_error(interaction, RESTARTING_LINE, retry=False))
+
+    async def _interaction_work(self, interaction: discord.Interaction, ticket: Ticket, *, query: Query | None,
+                                attachment: discord.Attachment | None, top: int, searched: str,
+                                started: float) -> None:
         try:
             await interaction.response.defer(thinking=True)
         except Exception:
@@ -175,17 +196,54 @@ class Soundalike(commands.Cog):
             raise
         try:
             response = await self._search(ticket, query=query, attachment=attachment, top=top)
-            response.elapsed_s = max(response.elapsed_s, time.perf_counter() - started)
-            await interaction.followup.send(embed=render_response(response, searched=searched))
         except Exception as err:
             self._log_failure(err)
-            await interaction.followup.send(error_line(err, self.bot.settings))
+            await self._interaction_error(interaction, error_line(err, self.bot.settings))
+            return
+        response.elapsed_s = max(response.elapsed_s, time.perf_counter() - started)
+        embed = render_response(response, searched=searched)
+        try:
+            await self.bot.replies.send(lambda: interaction.followup.send(embed=embed), "a search result")
+        except DeliveryFailed:
+            return  # logged; Discord is down for longer than any reply can wait
+        except discord.HTTPException as err:
+            # Refused for good (not an outage): never leave the command "thinking…".
+            log.warning("sending a search result failed: %s", err)
+            await self._interaction_error(interaction, error_line(err, self.bot.settings))
+
+    async def _interaction_error(self, interaction: discord.Interaction, text: str, *, retry: bool = True) -> None:
+        """One line only the asker sees. Before any response it is the ephemeral response; after a
+        (public) defer, the "thinking…" message is deleted first, so the follow-up is a new
+        ephemeral message rather than an edit of the public one."""
+        if not interaction.response.is_done():
+            await self._send(lambda: interaction.response.send_message(text, ephemeral=True), "a reply", retry)
+            return
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException as err:
+            log.info("could not remove the deferred message (%s); replying in it", err)
+        await self._send(lambda: interaction.followup.send(text, ephemeral=True), "an error reply", retry)
+
+    async def _send(self, attempt, what: str, retry: bool = True) -> None:
+        """Deliver a reply through outages (``retry``), or try once (while stopping); log, never raise,
+        on failure: the caller has nothing better to say."""
+        try:
+            if retry:
+                await self.bot.replies.send(attempt, what)
+            else:
+                await attempt()
+        except DeliveryFailed:
+            pass  # logged at WARNING by the delivery
+        except discord.HTTPException as err:
+            log.warning("sending %s failed: %s", what, err)
 
     async def _search(self, ticket: Ticket, *, query: Query | None, attachment: discord.Attachment | None,
                       top: int):
         try:
             if attachment is not None:
-                data = await self.bot.download(attachment)  # now, before queueing: the URL expires
+                # Now (the URL expires), under the download bound: no CPU-queue place is held yet.
+                async with self.bot.jobs.downloading(ticket):
+                    data = await self.bot.download(attachment)
                 query = Query(kind="audio", audio=data, top=top)
             assert query is not None
             return await self.bot.jobs.run(ticket, lambda: self.bot.answer(query))
@@ -220,27 +278,32 @@ class Soundalike(commands.Cog):
                 await self._reply(message, "Send me a voice message or an audio/video file (or use `/soundalike`), "
                                            "and I'll find YouTube moments that sound like it. `/help` explains more.")
             return
-        problem = precheck(attachment, self.bot.settings)
+        problem = precheck(attachment, self.bot.settings, self.bot.attachment_hosts)
         if problem:
             await self._reply(message, problem)
             return
         started = time.perf_counter()
         try:
-            ticket = self.bot.jobs.admit(message.author.id)
+            ticket = self.bot.jobs.admit(message.author.id, download=True)
         except Refused as refused:
             await self._reply(message, refusal_line(refused.reason, refused.retry_after))
             return
+        await self.bot.track(self._message_work(message, ticket, attachment, started),
+                             apologise=lambda: self._reply(message, RESTARTING_LINE, retry=False))
+
+    async def _message_work(self, message: discord.Message, ticket: Ticket, attachment: discord.Attachment,
+                            started: float) -> None:
+        typing = asyncio.create_task(self._typing(message.channel))
         try:
-            typing = asyncio.create_task(self._typing(message.channel))
-            try:
-                response = await self._search(ticket, query=None, attachment=attachment, top=self.bot.settings.results)
-            finally:
-                typing.cancel()
-            response.elapsed_s = max(response.elapsed_s, time.perf_counter() - started)
-            await self._reply(message, embed=render_response(response, searched=_described(attachment)))
+            response = await self._search(ticket, query=None, attachment=attachment, top=self.bot.settings.results)
         except Exception as err:
             self._log_failure(err)
             await self._reply(message, error_line(err, self.bot.settings))
+            return
+        finally:
+            typing.cancel()
+        response.elapsed_s = max(response.elapsed_s, time.perf_counter() - started)
+        await self._reply(message, embed=render_response(response, searched=_described(attachment)))
 
     @staticmethod
     async def _typing(channel: discord.abc.Messageable) -> None:
@@ -251,13 +314,18 @@ class Soundalike(commands.Cog):
             log.debug("typing indicator failed: %s", err)
 
     async def _reply(self, message: discord.Message, content: str | None = None, *,
-                     embed: discord.Embed | None = None) -> None:
-        try:
-            await message.reply(content=content, embed=embed, mention_author=False)
-        except discord.HTTPException as err:
-            # The message may be gone or replies not allowed: fall back to a plain send.
-            log.info("reply failed (%s); sending without reference", err)
-            await message.channel.send(content=content, embed=embed)
+                     embed: discord.Embed | None = None, retry: bool = True) -> None:
+        async def attempt() -> None:
+            try:
+                await message.reply(content=content, embed=embed, mention_author=False)
+            except discord.HTTPException as err:
+                if is_transient(err):
+                    raise  # an outage: the delivery tries again later
+                # The message may be gone or replies not allowed: fall back to a plain send.
+                log.info("reply failed (%s); sending without reference", err)
+                await message.channel.send(content=content, embed=embed)
+
+        await self._send(attempt, "a reply", retry)
 
 
 async def setup(bot: EchoVidsBot) -> None:

@@ -1,7 +1,10 @@
 """``echovids bot``: run the Discord bot until Ctrl-C or SIGTERM.
 
-Shutdown is graceful on both signals (the Docker image gets SIGTERM): the gateway is closed
-properly, in-flight HTTP sessions and the liveness cache are closed, and the exit status is 0.
+Shutdown is graceful on both signals (the Docker image gets SIGTERM, and ``docker stop`` waits
+10 s before SIGKILL): admission closes at once, searches in flight get the grace period
+(``EchoVidsBot.stop_grace_s``, 10 s) to finish and the rest are told "I'm restarting; please send
+it again in a minute."; then the gateway, HTTP sessions and the liveness cache are closed and the
+exit status is 0. A second signal during that wait closes at once.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from core.config import Settings
@@ -25,6 +29,41 @@ def _configure_logging() -> None:
     logging.getLogger("discord.client").setLevel(logging.ERROR)  # "PyNaCl is not installed": no voice needed
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def install_signal_handlers(bot: Any) -> Callable[[], None]:
+    """SIGTERM/SIGINT begin the bot's graceful stop (a second one closes at once). Returns a
+    function that removes the handlers. The tests install exactly this and send a real SIGTERM."""
+    loop = asyncio.get_running_loop()
+    log = logging.getLogger("echovids.bot")
+    installed: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        name = signal.Signals(sig).name
+        if bot.stopping.is_set():
+            log.info("%s received again: closing now", name)
+            loop.create_task(bot.close())
+            return
+        bot.request_stop(f"{name} received")
+
+    for sig in STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix or not main thread
+            pass
+
+    def remove() -> None:
+        for sig in installed:
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover
+                pass
+
+    return remove
+
+
 async def serve(settings: Settings, **bot_options: Any) -> None:
     """Start the bot and return when it is closed (by a signal or by ``bot.close()``)."""
     import discord
@@ -32,13 +71,7 @@ async def serve(settings: Settings, **bot_options: Any) -> None:
     from bot.client import EchoVidsBot
 
     bot = EchoVidsBot(settings, **bot_options)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, lambda s=sig: (logging.getLogger("echovids.bot").info(
-                "%s received, shutting down", signal.Signals(s).name), loop.create_task(bot.close())))
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix or not main thread
-            pass
+    remove_handlers = install_signal_handlers(bot)
     try:
         async with bot:
             await bot.start(settings.discord_token or "")
@@ -49,11 +82,7 @@ async def serve(settings: Settings, **bot_options: Any) -> None:
         raise BotLoginError("ECHOVIDS_LISTEN_CHANNELS needs the Message Content intent: enable it in the "
                             "Developer Portal → Bot → Privileged Gateway Intents, or unset ECHOVIDS_LISTEN_CHANNELS") from None
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.remove_signal_handler(sig)
-            except (NotImplementedError, RuntimeError):  # pragma: no cover
-                pass
+        remove_handlers()
 
 
 def run(args: Any, settings: Settings) -> int:
