@@ -32,7 +32,7 @@ def help_embed(settings) -> discord.Embed:
         "`text:` a description like \"dog barking\" · `results:` 1–10"), inline=False)
     embed.add_field(name="Limits", value=(
         f"Files up to {settings.max_attachment_mb:g} MB and {clock(settings.max_audio_seconds)} long; "
-        "one search at a time per person."), inline=False)
+        "a few seconds between one person's searches."), inline=False)
     embed.add_field(name="Moderators", value=(
         "`/index status` shows what the index holds; `/index refresh` re-checks which videos are gone "
         "and rebuilds the index in the background (needs Manage Server or the moderator role)."), inline=False)
