@@ -196,12 +196,12 @@ class Soundalike(commands.Cog):
             raise
         try:
             response = await self._search(ticket, query=query, attachment=attachment, top=top)
-        except Exception as err:
+            response.elapsed_s = max(response.elapsed_s, time.perf_counter() - started)
+            embed = render_response(response, searched=searched)
+        except Exception as err:  # every failure gets a line: never left "thinking…"
             self._log_failure(err)
             await self._interaction_error(interaction, error_line(err, self.bot.settings))
             return
-        response.elapsed_s = max(response.elapsed_s, time.perf_counter() - started)
-        embed = render_response(response, searched=searched)
         try:
             await self.bot.replies.send(lambda: interaction.followup.send(embed=embed), "a search result")
         except DeliveryFailed:
@@ -296,14 +296,15 @@ class Soundalike(commands.Cog):
         typing = asyncio.create_task(self._typing(message.channel))
         try:
             response = await self._search(ticket, query=None, attachment=attachment, top=self.bot.settings.results)
+            response.elapsed_s = max(response.elapsed_s, time.perf_counter() - started)
+            embed = render_response(response, searched=_described(attachment))
         except Exception as err:
             self._log_failure(err)
             await self._reply(message, error_line(err, self.bot.settings))
             return
         finally:
             typing.cancel()
-        response.elapsed_s = max(response.elapsed_s, time.perf_counter() - started)
-        await self._reply(message, embed=render_response(response, searched=_described(attachment)))
+        await self._reply(message, embed=embed)
 
     @staticmethod
     async def _typing(channel: discord.abc.Messageable) -> None:
