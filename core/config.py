@@ -85,7 +85,7 @@ class Settings:
     def max_attachment_bytes(self) -> int:
         return int(self.max_attachment_mb * 1024 * 1024)
 
-    # Model paths: flag beats environment beats ``DATA_DIR/models`` (DESIGN.md), then a bundled
+    # Model paths: flag beats environment beats ``DATA_DIR/models`` (docs/architecture.md), then a bundled
     # copy. ``bundled=False`` asks where the file *belongs* (where ``model fetch`` writes it).
     def vggish_checkpoint(self, flag: str | Path | None = None, *, bundled: bool = True) -> Path:
         return self._model(flag, self.vggish_checkpoint_env, "vggish_model.ckpt", bundled)

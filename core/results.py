@@ -1,6 +1,6 @@
 """The shapes every front end renders: one query in, one :class:`SearchResponse` out.
 
-These mirror the ``--json`` contract in DESIGN.md field for field, so the CLI prints
+These mirror the ``--json`` contract in docs/architecture.md field for field, so the CLI prints
 ``response.to_json()`` and the bot renders the same object; a field added here shows up in both.
 """
 

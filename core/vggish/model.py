@@ -2,7 +2,7 @@
 
 Plain TF ops in one ``tf.function`` with a fixed input signature (batch dimension free), so it is
 traced once and every later call — from any worker thread — reuses the graph. Measured on the
-2-core target (DESIGN.md): batches of 10–60 examples cost about 12 ms per second of audio this way,
+2-core target (docs/architecture.md): batches of 10–60 examples cost about 12 ms per second of audio this way,
 while ``model.predict`` is ~1.7× slower for small batches. Layout follows the reference slim model:
 3×3 SAME convs + ReLU, 2×2/2 SAME max-pools, NHWC flatten, fc 4096 → 4096 → 128 (last is linear).
 """

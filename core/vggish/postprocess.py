@@ -1,7 +1,7 @@
 """PCA + clip + 8-bit quantization: the step that puts a query in the released AudioSet space.
 
 Mirrors the reference ``vggish_postprocess.Postprocessor``: ``E @ (x - mean)`` in float64, clip
-to [-2, 2], scale to [0, 255] and cast with truncation. Never skip it for queries (DESIGN.md).
+to [-2, 2], scale to [0, 255] and cast with truncation. Never skip it for queries (docs/architecture.md).
 """
 
 from __future__ import annotations
