@@ -254,3 +254,24 @@ def test_cli_model_fetch(server, tmp_path, pca_params_path, monkeypatch, capsys)
     assert len(lines) == 1 and "checksum mismatch for vggish_model.ckpt" in lines[0]
     assert (tmp_path / "data" / "models" / "vggish_pca_params.npz").is_file()
     assert not (tmp_path / "data" / "models" / "vggish_model.ckpt").exists()
+
+
+def test_label_metadata_is_fetched_once_through_the_same_downloader(server, tmp_path, audioset_meta):
+    from core.index.labels import CLASS_CSV, ONTOLOGY, load_labels, resolve_meta_dir
+
+    for name in (CLASS_CSV, ONTOLOGY):
+        server.files[name] = (audioset_meta / name).read_bytes()
+    data = tmp_path / "data"
+    meta = resolve_meta_dir(None, data, mirror=server.base)
+    assert meta == data / "meta" and not list(meta.glob("*.part"))
+    assert len(load_labels(meta)) == 527
+    assert resolve_meta_dir(None, data, mirror=server.base) == meta
+    assert len(server.requests) == 2  # cached: the second call asked for nothing
+
+
+def test_label_metadata_download_failure_names_the_setting(server, tmp_path):
+    from core.index.labels import resolve_meta_dir
+
+    with pytest.raises(DownloadError, match="HTTP 404.*ECHOVIDS_AUDIOSET_META"):
+        resolve_meta_dir(None, tmp_path / "data", mirror=server.base)
+    assert not (tmp_path / "data" / "meta" / "class_labels_indices.csv").exists()

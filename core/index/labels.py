@@ -10,12 +10,11 @@ from __future__ import annotations
 import csv
 import json
 import re
-import urllib.request
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import BadQueryError, ConfigError, DownloadError
+from core.fetch import download_file
 
 CLASS_CSV = "class_labels_indices.csv"
 ONTOLOGY = "ontology.json"
@@ -54,10 +53,6 @@ class LabelSet:
 
     def __len__(self) -> int:
         return len(self.names)
-
-    @property
-    def ubiquitous(self) -> list[int]:
-        return [i for i, n in enumerate(self.names) if n in UBIQUITOUS]
 
     def family(self, name: str) -> set[int]:
         """The label called ``name`` and all its ontology descendants ("Dog" brings "Bark", "Howl"...):
@@ -148,8 +143,13 @@ def load_labels(meta_dir: str | Path) -> LabelSet:
     return LabelSet(names, mids, descriptions, children)
 
 
-def resolve_meta_dir(meta: Path | None, data_dir: Path) -> Path:
-    """The configured meta folder, else a cached download in ``DATA_DIR/meta`` (fetched once)."""
+def resolve_meta_dir(meta: Path | None, data_dir: Path, *, mirror: str | None = None) -> Path:
+    """The configured meta folder, else a cached download in ``DATA_DIR/meta`` (fetched once).
+
+    The download goes through :func:`core.fetch.download_file` like every other file the project
+    fetches (``.part`` file, atomic rename). ``mirror`` is a base URL holding both files by name,
+    for an air-gapped mirror or a test server.
+    """
     if meta is not None:
         if not (Path(meta) / CLASS_CSV).is_file():
             raise ConfigError(f"ECHOVIDS_AUDIOSET_META={meta} has no {CLASS_CSV}")
@@ -157,18 +157,12 @@ def resolve_meta_dir(meta: Path | None, data_dir: Path) -> Path:
     cache = Path(data_dir) / "meta"
     if (cache / CLASS_CSV).is_file():
         return cache
-    cache.mkdir(parents=True, exist_ok=True)
-    for url, name in ((OFFICIAL_CLASS_CSV_URL, CLASS_CSV), (OFFICIAL_ONTOLOGY_URL, ONTOLOGY)):
+    # The class CSV last: its presence is what marks the cache as complete.
+    for url, name in ((OFFICIAL_ONTOLOGY_URL, ONTOLOGY), (OFFICIAL_CLASS_CSV_URL, CLASS_CSV)):
+        if mirror is not None:
+            url = mirror.rstrip("/") + "/" + name
         try:
-            with urllib.request.urlopen(url, timeout=30) as resp:
-                data = resp.read()
-        except OSError as err:
-            raise DownloadError(f"cannot download {name} from {url} ({err}); set ECHOVIDS_AUDIOSET_META") from None
-        tmp = cache / (name + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(cache / name)
+            download_file(url, cache / name, name=name)
+        except DownloadError as err:
+            raise DownloadError(f"{err}; set ECHOVIDS_AUDIOSET_META to a folder holding {name}") from None
     return cache
-
-
-def label_names(labels: LabelSet, indices: Iterable[int]) -> list[str]:
-    return [labels.name(i) for i in indices]

@@ -15,8 +15,6 @@ import numpy as np
 from core.errors import ModelFileError, ModelMissingError
 from core.vggish import params
 
-OFFICIAL_SHA256 = "0962b1914e3e053922d957c45bc84a78c985765641dc6bceeeb3a7d8dfecfdf6"
-
 
 def variable_shapes() -> dict[str, tuple[int, ...]]:
     """Every checkpoint variable the network needs → its shape (official names)."""

@@ -29,7 +29,6 @@ QUANTIZE_MIN_VAL = -2.0
 QUANTIZE_MAX_VAL = +2.0
 
 # Checkpoint layout: variable scope → (weights shape); every layer also has ``<scope>/biases``.
-VGGISH_SCOPE = "vggish"
 LAYERS: tuple[tuple[str, tuple[int, ...]], ...] = (
     ("vggish/conv1", (3, 3, 1, 64)),
     ("vggish/conv2", (3, 3, 64, 128)),
