@@ -103,7 +103,7 @@ def main() -> None:
     ap.add_argument("--no-yamnet", action="store_true")
     ap.add_argument("--no-full", action="store_true")
     ap.add_argument("--evaluate-split", action="store_true",
-                    help="instead: core.index.evaluate's split and 5 s windows, a real build, bridge vs core.search")
+                    help="instead: core.evaluate's split and 5 s windows, a real build, bridge vs core.search")
     args = ap.parse_args()
     out: dict = {"load_avg_start": os.getloadavg()[0]}
     if args.evaluate_split:
@@ -224,14 +224,14 @@ def main() -> None:
 
 
 def same_split_as_evaluate(max_queries: int, seed: int = 0, holdout: float = 0.1) -> dict:
-    """B's protocol (core.index.evaluate): seeded 10 % hold-out, a real build of the rest, one 5 s
+    """B's protocol (core.evaluate): seeded 10 % hold-out, a real build of the rest, one 5 s
     window per held-out clip. Compares core.search's ranking (ANN votes + label head) with the bridge
     fed the head's per-second probabilities of the same window (what a YAMNet query would give if
     YAMNet agreed with the head)."""
     from core.config import Settings
     from core.engine import Engine
     from core.index.builder import build_index
-    from core.index.evaluate import load_records, make_windows, precision, split
+    from core.evaluate import load_records, make_windows, precision, split
 
     records = load_records([SHARED / "audioset_v1_embeddings" / "bal_train"])
     train_idx, query_idx = split(records, seed, holdout)

@@ -1,6 +1,6 @@
 """Retrieval quality on a held-out split of bal_train, beside the seed-style baselines (JSON).
 
-Same protocol as ``echovids eval`` (see core/index/evaluate.py): hold out 10 % of the clips
+Same protocol as ``echovids eval`` (see core/evaluate.py): hold out 10 % of the clips
 (fixed seed), build a real index of the rest (the label head trains on it, never on the queries),
 query with one 5-second window per held-out clip, report P@5 and strict P@5 (ignoring Speech and
 Music), the baselines, and the noisy near-duplicate check.
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--audioset", action="append", default=[])
     args = ap.parse_args()
     from core.config import load_settings
-    from core.index.evaluate import evaluate
+    from core.evaluate import evaluate
 
     settings = load_settings()
     dirs = args.audioset or list(settings.audioset_dirs)

@@ -9,7 +9,7 @@ from core.errors import ConfigError
 
 
 def run(args, settings) -> int:
-    from core.index.evaluate import evaluate
+    from core.evaluate import evaluate
 
     dirs = args.audioset or list(settings.audioset_dirs)
     if not dirs:

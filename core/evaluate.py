@@ -1,5 +1,8 @@
 """Retrieval quality on a held-out split (``echovids eval`` and ``bench/quality.py``).
 
+Evaluation sits beside the engine, not under the index: it drives a build (``core.index.builder``)
+and the ranking stage (``core.search``), so the storage layer never imports upward.
+
 Protocol (issue 4): hold out a fixed-seed fraction of the AudioSet clips, build a real index of
 the rest through :func:`core.index.builder.build_index` (so the label head is trained on index
 data only, never on the queries), and query with a 5-second window of each held-out clip. A
@@ -63,8 +66,9 @@ def precision(result_labels: list[set[int]], query_labels: set[int], ignore: set
 def evaluate(settings, audioset_dirs, *, seed: int = 0, holdout: float = 0.1, max_queries: int = 0,
              window: int = 5, k: int = 5, near_dup_queries: int = 500, data_dir: Path | None = None,
              progress: Callable[[str], None] | None = None, baselines: bool = True) -> dict:
-    from core.engine import Engine
+    from core.index import store
     from core.index.builder import build_index
+    from core.search import Ranker
 
     say = progress or (lambda _m: None)
     t0 = time.time()
@@ -79,10 +83,10 @@ def evaluate(settings, audioset_dirs, *, seed: int = 0, holdout: float = 0.1, ma
         t_build = time.time()
         build_index(s, audioset_dirs=audioset_dirs, exclude_video_ids=held_ids)
         build_s = time.time() - t_build
-        engine = Engine(s)
-        engine.warm_up()
-        loaded = engine._current()
-        build, ranker = loaded.build, loaded.ranker
+        # The ranker over the build just made, as the engine would hold it: the quality measured is
+        # the ranking's, before the engine's per-video dedup and liveness filter.
+        build = store.open_current(ddir)
+        ranker = Ranker(build)
         names = build.label_names
         ignore = {i for i, n in enumerate(names) if n in UBIQUITOUS}
         seg_labels = [set(ranker.label_idx[ranker.label_ptr[i]:ranker.label_ptr[i + 1]].tolist())
