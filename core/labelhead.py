@@ -7,7 +7,11 @@ by how well their known labels fit the query's predicted labels (see core.search
 per-row probabilities are stored in the build for the YAMNet label bridge and ``--text``.
 
 A plain NumPy MLP (one hidden ReLU layer, sigmoid outputs, binary cross-entropy, Adam) keeps the
-head dependency-free and fast to train at build time; it is trained only on indexed clips.
+head dependency-free and fast to train at build time; it is trained only on indexed clips. Its
+hand-derived gradients are checked against finite differences (tests/test_labelhead.py). Training
+the same network on the same batches with TensorFlow was measured (bench/labelhead.py): the same
+held-out loss, at best twice as fast on a loaded machine, but it would load TensorFlow (2.5 s and
+hundreds of MB) into a build that otherwise never imports it, so NumPy stays.
 """
 
 from __future__ import annotations
@@ -67,33 +71,63 @@ class LabelHead:
             return cls(**{k: z[k] for k in ("w1", "b1", "w2", "b2", "mean", "scale", "prior")})
 
 
-def _adam_fit(sample, n_in: int, n_labels: int, prior: np.ndarray, *, hidden: int, steps: int, lr: float,
-              weight_decay: float, rng: np.random.Generator, on_step: Callable[[int], None] | None = None):
-    """Minimise binary cross-entropy of a one-hidden-layer MLP over ``sample(step) -> (x, y)`` batches."""
+def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and scale of the training features (the head's input normalisation)."""
+    return x.mean(0), x.std(0) + 1e-3
+
+
+def init_params(n_in: int, n_labels: int, prior: np.ndarray, hidden: int,
+                 rng: np.random.Generator) -> list[np.ndarray]:
+    """He-initialised hidden layer; output biases at the label priors' log-odds, so training starts
+    from "predict each label's base rate" instead of spending its first steps learning that."""
     w1 = (rng.standard_normal((n_in, hidden)) * np.sqrt(2.0 / n_in)).astype(np.float32)
     b1 = np.zeros(hidden, np.float32)
     w2 = (rng.standard_normal((hidden, n_labels)) * np.sqrt(1.0 / hidden)).astype(np.float32)
     pr = np.clip(prior, 1e-4, 0.5)
     b2 = np.log(pr / (1 - pr)).astype(np.float32)
-    params = [w1, b1, w2, b2]
+    return [w1, b1, w2, b2]
+
+
+def bce_loss(params: list[np.ndarray], x: np.ndarray, y: np.ndarray, weight_decay: float = 0.0) -> float:
+    """The objective training minimises: binary cross-entropy summed over labels, averaged over rows,
+    plus ``weight_decay / 2`` times the squared weights (biases are not decayed)."""
+    w1, b1, w2, b2 = params
+    z = np.maximum(x @ w1 + b1, 0) @ w2 + b2
+    per = np.logaddexp(0.0, z) - y * z  # -[y log p + (1-y) log(1-p)], stable for any z
+    return float(per.sum() / len(x) + 0.5 * weight_decay * ((w1 * w1).sum() + (w2 * w2).sum()))
+
+
+def loss_gradients(params: list[np.ndarray], x: np.ndarray, y: np.ndarray,
+                   weight_decay: float = 0.0) -> list[np.ndarray]:
+    """Hand-derived gradients of :func:`bce_loss` for (w1, b1, w2, b2); checked against finite
+    differences in the tests, since a wrong sign here would still "train" and silently hurt quality."""
+    w1, b1, w2, b2 = params
+    h_pre = x @ w1 + b1
+    h = np.maximum(h_pre, 0)
+    z = h @ w2 + b2
+    p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+    g_z = (p - y) / len(x)
+    g_w2 = h.T @ g_z + weight_decay * w2
+    g_b2 = g_z.sum(0)
+    g_h = (g_z @ w2.T) * (h_pre > 0)
+    g_w1 = x.T @ g_h + weight_decay * w1
+    g_b1 = g_h.sum(0)
+    return [g_w1, g_b1, g_w2, g_b2]
+
+
+def _adam_fit(sample, n_in: int, n_labels: int, prior: np.ndarray, *, hidden: int, steps: int, lr: float,
+              weight_decay: float, rng: np.random.Generator, on_step: Callable[[int], None] | None = None):
+    """Minimise :func:`bce_loss` over ``sample(step) -> (x, y)`` batches with Adam and cosine decay."""
+    params = init_params(n_in, n_labels, prior, hidden, rng)
     m = [np.zeros_like(p) for p in params]
     v = [np.zeros_like(p) for p in params]
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     for step in range(1, steps + 1):
         x, y = sample(step)
-        h_pre = x @ w1 + b1
-        h = np.maximum(h_pre, 0)
-        z = h @ w2 + b2
-        p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
-        g_z = (p - y) / len(x)
-        g_w2 = h.T @ g_z + weight_decay * w2
-        g_b2 = g_z.sum(0)
-        g_h = (g_z @ w2.T) * (h_pre > 0)
-        g_w1 = x.T @ g_h + weight_decay * w1
-        g_b1 = g_h.sum(0)
+        grads = loss_gradients(params, x, y, weight_decay)
         cur_lr = lr * 0.5 * (1 + np.cos(np.pi * step / steps))  # cosine decay
         c1, c2 = 1 - beta1 ** step, 1 - beta2 ** step
-        for i, g in enumerate((g_w1, g_b1, g_w2, g_b2)):
+        for i, g in enumerate(grads):
             m[i] *= beta1
             m[i] += (1 - beta1) * g
             v[i] *= beta2
@@ -129,8 +163,7 @@ def train_label_head(
         y_all = np.zeros((len(take), n_labels), dtype=np.uint8)
         for j, r in enumerate(take.tolist()):
             y_all[j, row_labels[r]] = 1
-    mean = x_all.mean(0)
-    scale = x_all.std(0) + 1e-3
+    mean, scale = _standardiser(x_all)
     x_all = (x_all - mean) / scale
     prior = y_all.mean(0, dtype=np.float64).astype(np.float32)
     per_epoch = int(np.ceil(len(x_all) / batch))
@@ -175,18 +208,46 @@ def train_window_head(
     ``seg_labels`` is a dense 0/1 [segments, labels] matrix.
     """
     rng = np.random.default_rng(seed)
+    data = window_batches(vectors_u8, seg_first, seg_len, seg_labels, batch=batch, rng=rng)
+    steps = int(np.ceil(samples / batch))
+
+    def on_step(step: int) -> None:
+        if on_progress and (step % 100 == 0 or step == steps):
+            on_progress(step, steps)
+
+    w1, b1, w2, b2 = _adam_fit(data.sample, data.n_in, data.n_labels, data.prior, hidden=hidden, steps=steps,
+                               lr=lr, weight_decay=weight_decay, rng=rng, on_step=on_step)
+    return LabelHead(w1, b1, w2, b2, data.mean, data.scale, data.prior)
+
+
+@dataclass
+class WindowBatches:
+    """What :func:`train_window_head` fits: standardisation, label priors and a batch sampler
+    (``sample(step) -> (x, y)``). Separate so another optimiser can be measured on the same batches
+    (``bench/labelhead.py``)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    prior: np.ndarray
+    n_in: int
+    n_labels: int
+    sample: Callable[[int], tuple[np.ndarray, np.ndarray]]
+
+
+def window_batches(vectors_u8: np.ndarray, seg_first: np.ndarray, seg_len: np.ndarray, seg_labels: np.ndarray,
+                   *, batch: int, rng: np.random.Generator) -> WindowBatches:
+    """Random windows of 1–10 s of random clips, each as the mean of its standardised seconds
+    (a prefix sum makes any window mean two lookups), labelled with the clip's labels."""
     x = _features(vectors_u8)
-    mean = x.mean(0)
-    scale = x.std(0) + 1e-3
+    mean, scale = _standardiser(x)
     x = (x - mean) / scale
     cs = np.zeros((len(x) + 1, x.shape[1]), dtype=np.float64)
     np.cumsum(x, axis=0, out=cs[1:])
     del x
     n_seg = len(seg_len)
     prior = seg_labels.mean(0, dtype=np.float64).astype(np.float32)
-    steps = int(np.ceil(samples / batch))
 
-    def sample(_step: int):
+    def sample(_step: int) -> tuple[np.ndarray, np.ndarray]:
         s = rng.integers(0, n_seg, batch)
         ln = seg_len[s]
         w = np.minimum(rng.integers(1, 11, batch), ln)
@@ -194,13 +255,8 @@ def train_window_head(
         xb = ((cs[st + w] - cs[st]) / w[:, None]).astype(np.float32)
         return xb, seg_labels[s].astype(np.float32)
 
-    def on_step(step: int) -> None:
-        if on_progress and (step % 100 == 0 or step == steps):
-            on_progress(step, steps)
-
-    w1, b1, w2, b2 = _adam_fit(sample, cs.shape[1], seg_labels.shape[1], prior, hidden=hidden, steps=steps,
-                               lr=lr, weight_decay=weight_decay, rng=rng, on_step=on_step)
-    return LabelHead(w1, b1, w2, b2, mean.astype(np.float32), scale.astype(np.float32), prior)
+    return WindowBatches(mean.astype(np.float32), scale.astype(np.float32), prior, cs.shape[1],
+                         seg_labels.shape[1], sample)
 
 
 def top_k_view(head: LabelHead, vectors_u8: np.ndarray, k: int = 8, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
@@ -216,8 +272,3 @@ def top_k_view(head: LabelHead, vectors_u8: np.ndarray, k: int = 8, chunk: int =
         idx[lo:lo + chunk] = np.take_along_axis(top, order, 1)
         prob[lo:lo + chunk] = np.round(np.take_along_axis(tp, order, 1) * 255).astype(np.uint8)
     return idx, prob
-
-
-# Module-level convenience for other stages (the YAMNet bridge): the head of the current build.
-def predict(q_u8: np.ndarray, head: LabelHead) -> np.ndarray:
-    return head.predict(q_u8)
