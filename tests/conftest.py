@@ -41,11 +41,6 @@ def bal_train_dir(shared_data: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def unbal_sample_dir(shared_data: Path) -> Path:
-    return _need(shared_data / "audioset_v1_embeddings" / "unbal_train_sample")
-
-
-@pytest.fixture(scope="session")
 def audioset_meta(shared_data: Path) -> Path:
     return _need(shared_data / "audioset_meta")
 

@@ -176,16 +176,6 @@ def test_short_clip_gives_one_vector(embedder):
     assert out.shape == (1, 128) and out.dtype == np.uint8
 
 
-def test_embed_batch_equals_one_by_one(embedder):
-    clips = [_sine(200.0, 1.5), _sine(900.0, 3.2), _sine(2000.0, 0.4)]
-    batched = embedder.embed_batch(clips)
-    assert [b.shape[0] for b in batched] == [1, 3, 1]
-    for clip, got in zip(clips, batched):
-        assert np.array_equal(got, embedder.embed(clip))
-    raw = embedder.embed_batch(clips, raw=True)
-    assert raw[1].dtype == np.float32 and np.allclose(raw[1], embedder.embed_raw(clips[1]), rtol=1e-5, atol=1e-6)
-
-
 def test_concurrent_callers_get_the_serial_answer(embedder):
     clips = [_sine(100.0 + 150 * i, 2.0) for i in range(4)]
     serial = [embedder.embed(c) for c in clips]

@@ -8,7 +8,6 @@ loads the 290 MB checkpoint once. :func:`load_embedder` caches instances per mod
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,17 +56,6 @@ class VGGishEmbedder:
         """uint8 [n, 128] in the released AudioSet embedding space."""
         post = self._post()
         return post(self.embed_raw(samples_16k))
-
-    def embed_batch(self, waveforms: Sequence[np.ndarray], *, raw: bool = False) -> list[np.ndarray]:
-        """Embed several clips with shared forward passes (better throughput for libraries)."""
-        post = None if raw else self._post()
-        examples = [waveform_to_examples(w) for w in waveforms]
-        if not examples:
-            return []
-        flat = self.embed_examples_raw(np.concatenate(examples))
-        bounds = np.cumsum([0] + [len(e) for e in examples])
-        out = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        return out if post is None else [post(o) for o in out]
 
     def warm_up(self) -> None:
         """Trace the TF function and compile the audio kernels before the first real query."""

@@ -13,7 +13,6 @@ Run it in the test's own loop (``await fake.start()``) or in a background thread
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import struct
 import threading
@@ -227,10 +226,6 @@ class FakeOEmbed:
 
     def __exit__(self, *exc) -> None:
         self.stop_thread()
-
-
-def live_body(title: str, channel: str) -> bytes:
-    return json.dumps({"title": title, "author_name": channel}).encode()
 
 
 def main(argv: list[str] | None = None) -> None:
