@@ -1,0 +1,119 @@
+"""The admin facade: what moderators and the command line do to an index, beside the query engine.
+
+The query path has one entry (:class:`core.engine.Engine`); the admin path had none, so each front
+end (the ``echovids`` subcommands, the Discord moderation cog) opened builds, read the liveness
+cache and loaded the embedder on its own, and "index status" was written once per front end. An
+:class:`Admin` answers those questions once, as plain data, and each front end only renders.
+
+Status and embedding live here now; build, refresh (check → rebuild → swap) and model fetch are to
+follow, so that orchestration sits here rather than inside the liveness or index stages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.config import Settings
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    """What the current build holds and how much of it is known to be still on YouTube."""
+
+    data_dir: Path
+    build_id: str
+    path: Path
+    manifest: dict[str, Any]
+    disk_bytes: int
+    videos: int
+    #: Liveness state → number of this build's videos in that state ("live", "gone", ...); only
+    #: videos that were ever checked count, so the values may sum to less than ``videos``.
+    live_states: dict[str, int] = field(default_factory=dict)
+    #: Unix time of the most recent check of any of this build's videos (None: never checked).
+    newest_check: float | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.manifest.get("counts", {})
+
+    @property
+    def live_share(self) -> float | None:
+        """Share of the checked videos that still play (embeddable or not); None before any check."""
+        checked = sum(self.live_states.values())
+        if not checked:
+            return None
+        return (self.live_states.get("live", 0) + self.live_states.get("unembeddable", 0)) / checked
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``echovids index status --json`` document."""
+        return {"data_dir": str(self.data_dir), "current": self.build_id, "path": str(self.path),
+                "size_bytes": self.disk_bytes, "videos": self.videos, "live_states": dict(self.live_states),
+                "newest_check": self.newest_check, "manifest": self.manifest}
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """VGGish vectors of one file: uint8 post-processed ``[n, 128]`` (AudioSet space), or pre-PCA
+    float32 with ``raw``; one row per 0.96 s example."""
+
+    vectors: np.ndarray
+    raw: bool
+    duration_s: float
+    #: Set when the decoder changed what was asked (e.g. trimmed to the length limit).
+    note: str | None = None
+
+
+class Admin:
+    """Facade over index builds, the liveness cache and the embedder, for moderators and the CLI."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.settings.data_dir)
+
+    # -- status -----------------------------------------------------------------------------------
+    def status(self) -> IndexStatus:
+        """The current build's facts (IndexMissingError when there is none). Blocking file and
+        SQLite reads: a front end with an event loop runs it in a thread."""
+        from core.index.store import open_current
+        from core.liveness.cache import CACHE_FILENAME, LivenessCache
+
+        build = open_current(self.data_dir)
+        ids = build.video_ids()
+        states: dict[str, int] = {}
+        newest: float | None = None
+        cache_path = self.data_dir / CACHE_FILENAME
+        if ids and cache_path.is_file():  # never create a cache just to read it
+            cache = LivenessCache(cache_path)
+            try:
+                for entry in cache.get_many(ids).values():
+                    states[entry.state] = states.get(entry.state, 0) + 1
+                    newest = entry.checked_at if newest is None else max(newest, entry.checked_at)
+            finally:
+                cache.close()
+        return IndexStatus(data_dir=self.data_dir, build_id=build.build_id, path=build.path,
+                           manifest=build.manifest, disk_bytes=build.disk_bytes(), videos=len(ids),
+                           live_states=states, newest_check=newest)
+
+    # -- embedding --------------------------------------------------------------------------------
+    def embed(self, audio: bytes | str | Path, *, checkpoint: str | Path | None = None,
+              pca_params: str | Path | None = None, raw: bool = False) -> Embedding:
+        """Embed a file or its bytes the way queries are embedded.
+
+        Model files are checked first and the audio is decoded before TensorFlow loads, so a missing
+        model or a bad file is reported in well under a second (ModelMissingError, AudioError).
+        """
+        from core.audio import AudioLimits, decode_audio
+        from core.vggish.embedder import check_model_files, load_embedder
+
+        check_model_files(self.settings, checkpoint, pca_params, raw=raw)
+        wave = decode_audio(audio, AudioLimits.from_settings(self.settings))
+        embedder = load_embedder(self.settings, checkpoint, pca_params, raw=raw)
+        vectors = embedder.embed_raw(wave.samples) if raw else embedder.embed(wave.samples)
+        return Embedding(vectors=vectors, raw=raw, duration_s=wave.duration_s, note=wave.note)
