@@ -40,14 +40,6 @@ class IndexStatus:
     def counts(self) -> dict[str, int]:
         return self.manifest.get("counts", {})
 
-    @property
-    def live_share(self) -> float | None:
-        """Share of the checked videos that still play (embeddable or not); None before any check."""
-        checked = sum(self.live_states.values())
-        if not checked:
-            return None
-        return (self.live_states.get("live", 0) + self.live_states.get("unembeddable", 0)) / checked
-
     def to_json(self) -> dict[str, Any]:
         """The ``echovids index status --json`` document."""
         return {"data_dir": str(self.data_dir), "current": self.build_id, "path": str(self.path),

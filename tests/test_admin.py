@@ -33,7 +33,7 @@ def test_status_of_a_build_never_checked_creates_no_cache(tiny_index: Path):
     assert status.build_id == build.build_id and status.path == build.path
     assert status.videos == len(build.video_ids()) > 0
     assert status.counts["vectors"] == build.size and status.disk_bytes > build.size * 128
-    assert status.live_states == {} and status.newest_check is None and status.live_share is None
+    assert status.live_states == {} and status.newest_check is None
     assert not (tiny_index / CACHE_FILENAME).exists()
     doc = status.to_json()
     assert doc["current"] == build.build_id and doc["size_bytes"] == status.disk_bytes
@@ -58,7 +58,6 @@ def test_status_counts_this_builds_videos_by_liveness_state(tiny_index: Path, tm
     assert status.videos == before.videos and status.build_id == before.build_id
     assert status.live_states == {"live": 1, "gone": 1, "unembeddable": 1}  # a video of no build is not counted
     assert status.newest_check == 1000.0
-    assert status.live_share == pytest.approx(2 / 3)
 
 
 def test_status_without_an_index_is_a_typed_error(tmp_path: Path):

@@ -130,6 +130,7 @@ def test_front_end_rule_names_the_modules_that_break_it_today():
     "core.index.store), bot/terminal/index_status.py (core.index, core.index.store), "
     "bot/terminal/index_refresh.py (core.liveness.refresh), bot/terminal/model_fetch.py (core.fetch); "
     "and the engine does not yet make its own "
-    "liveness checker or decoder: bot/client.py (core.audio, core.liveness), bot/terminal/search.py (core.liveness)"))
+    "liveness checker or decoder: bot/client.py (core.audio, core.liveness), bot/attachments.py (core.audio), "
+    "bot/terminal/search.py (core.liveness)"))
 def test_front_ends_reach_stages_only_through_the_engine_and_the_admin_service():
     assert _front_end_breaks() == {}
