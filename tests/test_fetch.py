@@ -272,6 +272,14 @@ def test_label_metadata_is_fetched_once_through_the_same_downloader(server, tmp_
 def test_label_metadata_download_failure_names_the_setting(server, tmp_path):
     from core.index.labels import resolve_meta_dir
 
-    with pytest.raises(DownloadError, match="HTTP 404.*ECHOVIDS_AUDIOSET_META"):
+    with pytest.raises(DownloadError, match="HTTP 404.*ECHOVIDS_AUDIOSET_META") as err:
         resolve_meta_dir(None, tmp_path / "data", mirror=server.base)
+    assert "ECHOVIDS_MODEL_BASE_URL" not in str(err.value)
+    sock = socket.socket()  # a port nobody listens on, as when offline
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    with pytest.raises(DownloadError, match="cannot reach.*ECHOVIDS_AUDIOSET_META") as err:
+        resolve_meta_dir(None, tmp_path / "data", mirror=f"http://127.0.0.1:{port}/nothing")
+    assert "ECHOVIDS_MODEL_BASE_URL" not in str(err.value)
     assert not (tmp_path / "data" / "meta" / "class_labels_indices.csv").exists()

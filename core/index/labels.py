@@ -164,5 +164,6 @@ def resolve_meta_dir(meta: Path | None, data_dir: Path, *, mirror: str | None = 
         try:
             download_file(url, cache / name, name=name)
         except DownloadError as err:
-            raise DownloadError(f"{err}; set ECHOVIDS_AUDIOSET_META to a folder holding {name}") from None
+            reason = str(err).split("; ")[0]  # drop the downloader's model-fetch advice: not ours to give
+            raise DownloadError(f"{reason}; set ECHOVIDS_AUDIOSET_META to a folder holding {name}") from None
     return cache
