@@ -5,19 +5,23 @@ end (the ``echovids`` subcommands, the Discord moderation cog) opened builds, re
 cache and loaded the embedder on its own, and "index status" was written once per front end. An
 :class:`Admin` answers those questions once, as plain data, and each front end only renders.
 
-Status and embedding live here now; build, refresh (check → rebuild → swap) and model fetch are to
-follow, so that orchestration sits here rather than inside the liveness or index stages.
+Status, embedding and model fetch live here now; build and refresh (check → rebuild → swap) are
+to follow, so that orchestration sits here rather than inside the liveness or index stages.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from core.config import Settings
+from core.progress import ProgressCallback
+
+if TYPE_CHECKING:
+    from core.fetch import FetchResult
 
 
 @dataclass(frozen=True)
@@ -109,3 +113,16 @@ class Admin:
         embedder = load_embedder(self.settings, checkpoint, pca_params, raw=raw)
         vectors = embedder.embed_raw(wave.samples) if raw else embedder.embed(wave.samples)
         return Embedding(vectors=vectors, raw=raw, duration_s=wave.duration_s, note=wave.note)
+
+    # -- model files ------------------------------------------------------------------------------
+    def fetch_models(self, *, yamnet: bool = True, force: bool = False,
+                     progress: ProgressCallback | None = None) -> list[FetchResult]:
+        """Download the missing or corrupt model files into their configured places, sha256-verified.
+
+        Every file is attempted; failures come back as ``"failed"`` results (not raised) so a front
+        end can say what did arrive before reporting what did not.
+        """
+        from core.fetch import DEFAULT_NAMES, fetch_models
+
+        names = [n for n in DEFAULT_NAMES if yamnet or not n.startswith("yamnet")]
+        return fetch_models(self.settings, names, force=force, progress=progress, raise_on_error=False)

@@ -224,7 +224,7 @@ def test_fetch_writes_yamnet_to_data_dir_even_when_a_bundled_copy_serves(server,
                                       hashlib.sha256(class_map).hexdigest(), len(class_map), "yamnet_class_map"),
     }
     monkeypatch.setattr("core.fetch.REGISTRY", registry)
-    monkeypatch.setattr("bot.terminal.model_fetch.DEFAULT_NAMES", tuple(registry))
+    monkeypatch.setattr("core.fetch.DEFAULT_NAMES", tuple(registry))
     monkeypatch.setenv("ECHOVIDS_MODEL_BASE_URL", server.base)
     monkeypatch.setenv("ECHOVIDS_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("YAMNET_MODEL", raising=False)

@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from bot.terminal.progress import TerminalProgress
+from core.admin import Admin
 from core.config import Settings
 from core.errors import DownloadError
-from core.fetch import DEFAULT_NAMES, fetch_models
 
 _STATUS = {
     "downloaded": "downloaded, sha256 verified",
@@ -20,9 +20,8 @@ _STATUS = {
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    names = [n for n in DEFAULT_NAMES if not (getattr(args, "no_yamnet", False) and n.startswith("yamnet"))]
-    results = fetch_models(settings, names, force=bool(getattr(args, "force", False)),
-                           progress=TerminalProgress(), raise_on_error=False)
+    results = Admin(settings).fetch_models(yamnet=not getattr(args, "no_yamnet", False),
+                                           force=bool(getattr(args, "force", False)), progress=TerminalProgress())
     for r in results:
         line = f"{r.path.name}: {_STATUS.get(r.status, r.status)}"
         if r.status in ("downloaded", "resumed", "present"):
