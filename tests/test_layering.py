@@ -81,6 +81,8 @@ BENCH_HELPERS = ["tests.fakes", "tests.media", "tests.vggish_checkpoint"]
 BENCH_EXTRA = {
     "bench/bot.py": ["bot.client"],            # measures the real bot against the fake Discord
     "bench/yamnet.py": ["tests.test_yamnet"],  # borrows the test's chord list (belongs in tests/media.py)
+    # the ops work's soak test of refresh beside a serving bot (lands with that branch)
+    "bench/refresh_soak.py": ["bench.bot", "bot.client", "bot.refresh_process"],
 }
 
 
@@ -119,7 +121,7 @@ def _front_end_breaks() -> dict[str, list[str]]:
 def test_front_end_rule_names_the_modules_that_break_it_today():
     """The expected failure below must fail for the stated reason, not for a bug in the reader."""
     breaks = _front_end_breaks()
-    assert "bot/cogs/moderation.py" in breaks and "core.liveness.refresh" in breaks["bot/cogs/moderation.py"]
+    assert any(_is(m, "core.index") or _is(m, "core.liveness") for mods in breaks.values() for m in mods)
     assert "bot/render.py" not in breaks  # core.results only: allowed
     assert "bot/terminal/embed.py" not in breaks and "bot/terminal/model_fetch.py" not in breaks  # core.admin
 
