@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 
@@ -147,11 +146,15 @@ HANDLERS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Run one command. As the program (no ``argv``), library chatter on stderr is moved to a debug
+    log first (``bot.quiet``; ``ECHOVIDS_DEBUG=1`` keeps it); callers passing ``argv`` (tests)
+    keep their own streams."""
+    as_program = argv is None
     args = build_parser().parse_args(argv)
     action = getattr(args, f"{args.command}_command", None)
     module_name = HANDLERS[(args.command, action)]
 
+    from bot import quiet
     from core.config import load_settings
     from core.errors import EchoVidsError
 
@@ -161,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pathlib import Path
 
             settings = settings.with_overrides(data_dir=Path(args.index))
+        if not settings.debug:
+            quiet.quiet_env()
+            if as_program:
+                quiet.divert_stderr(settings.data_dir, " ".join(["echovids", args.command, action or ""]).strip())
         handler = importlib.import_module(module_name)
         return int(handler.run(args, settings) or EXIT_OK)
     except EchoVidsError as err:

@@ -46,6 +46,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "ECHOVIDS_WORKERS": ("2", "worker threads for decode/embed/search"),
     "ECHOVIDS_LIVE_BUDGET_S": ("1.5", "time budget for live checks at query time, seconds"),
     "ECHOVIDS_TEST_DATA": ("../shared/data", "where tests find the shared data"),
+    "ECHOVIDS_DEBUG": ("0", "1 shows libraries' own stderr output (else kept in DATA_DIR/logs/debug.log)"),
 }
 
 
@@ -72,6 +73,7 @@ class Settings:
     workers: int = 2
     live_budget_s: float = 1.5
     test_data: Path = Path("../shared/data")
+    debug: bool = False
     #: Model files shipped beside the project (the shared data folder), used only when neither a
     #: flag, the environment nor ``DATA_DIR/models`` has the file. Filled by :func:`load_settings`.
     bundled_models: dict[str, Path] = field(default_factory=dict)
@@ -224,5 +226,6 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         workers=int(r.number("ECHOVIDS_WORKERS", 2, lo=1, hi=64, integer=True)),
         live_budget_s=r.number("ECHOVIDS_LIVE_BUDGET_S", 1.5, lo=0, hi=60),
         test_data=shared or test_data,
+        debug=r.number("ECHOVIDS_DEBUG", 0, lo=0, hi=1, integer=True) == 1,
         bundled_models=bundled,
     )

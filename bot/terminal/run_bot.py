@@ -24,7 +24,11 @@ class BotLoginError(EchoVidsError):
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    """The operator's log on stderr: Echo-Vids' lines from INFO and discord.py's warnings (gateway
+    trouble is the operator's business); other libraries' records go to the debug log (``bot.quiet``)."""
+    from bot.quiet import route_logging
+
+    route_logging(logging.INFO, "%(asctime)s %(levelname)-7s %(name)s: %(message)s", own=("echovids", "discord"))
     logging.getLogger("discord").setLevel(logging.WARNING)
     logging.getLogger("discord.client").setLevel(logging.ERROR)  # "PyNaCl is not installed": no voice needed
 
