@@ -11,6 +11,22 @@ from __future__ import annotations
 
 import discord
 
+from bot.attachments import AttachmentHostError
+from core.errors import (
+    AudioTooLargeError,
+    AudioTooLongError,
+    AudioTooShortError,
+    BadQueryError,
+    DecodeTimeoutError,
+    DownloadError,
+    EchoVidsError,
+    IndexBrokenError,
+    IndexMissingError,
+    ModelFileError,
+    ModelMissingError,
+    NoAudioStreamError,
+    NotAudioError,
+)
 from core.results import Match, SearchResponse
 
 TITLE_LIMIT = 256
@@ -185,34 +201,35 @@ def echo(text: str, limit: int = 300) -> str:
 
 
 def error_line(err: BaseException, settings: object | None = None) -> str:
-    """The reply for a failed search. Matched by class name so core.audio need not be imported."""
-    names = [cls.__name__ for cls in type(err).__mro__]
-    if "NotAudioError" in names:
+    """The one line a user sees for a failed request: the wording of every typed error lives here
+    (the bot's one error handler and the message listener both ask), matched with ``isinstance``
+    — subclasses first — so a new subclass gets its parent's line, not the generic one."""
+    if isinstance(err, NotAudioError):
         return "I couldn't read that as audio. Send a voice message or an audio/video file (OGG, MP3, WAV, M4A, MP4…)."
-    if "NoAudioStreamError" in names:
+    if isinstance(err, NoAudioStreamError):
         return "That file has no sound track, so there is nothing to match."
-    if "AudioTooLargeError" in names:
+    if isinstance(err, AudioTooLargeError):
         return f"That file is too large: the limit is {_mb(settings)}."
-    if "AudioTooLongError" in names:
+    if isinstance(err, AudioTooLongError):
         return f"That recording is too long: the limit is {_secs(settings)}. Send a shorter clip."
-    if "AudioTooShortError" in names:
+    if isinstance(err, AudioTooShortError):
         return "That recording is too short or silent to match. Try a few seconds of clear sound."
-    if "DecodeTimeoutError" in names:
+    if isinstance(err, DecodeTimeoutError):
         return "Decoding that file took too long. Try a shorter or simpler file."
-    if "IndexBrokenError" in names:
+    if isinstance(err, IndexBrokenError):
         return "The sound index is broken; a moderator needs to rebuild it."
-    if "IndexMissingError" in names:
+    if isinstance(err, IndexMissingError):
         return "The sound index isn't loaded yet. A moderator can build it (`echovids index build`) and try again."
-    if "ModelMissingError" in names or "ModelFileError" in names:
+    if isinstance(err, (ModelMissingError, ModelFileError)):
         return "The audio model isn't installed on this bot yet, so audio searches are off. Try `text:` or `link:` searches."
-    if "AttachmentHostError" in names:
+    if isinstance(err, AttachmentHostError):
         return ("I only download attachments from Discord's own servers, and that one is elsewhere. "
                 "Upload the file to Discord and try again.")
-    if "DownloadError" in names:
+    if isinstance(err, DownloadError):
         return "I couldn't download that attachment. Please send it again."
-    if "BadQueryError" in names:
+    if isinstance(err, BadQueryError):
         return f"I can't search that: {echo(str(err))}"
-    if "EchoVidsError" in names:
+    if isinstance(err, EchoVidsError):
         return echo(str(err)) or "That search failed."
     return "Something went wrong on my side. Please try again in a moment."
 

@@ -37,7 +37,17 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import EchoVidsError
+# The audio errors live in core.errors with every other typed error (a front end maps them to
+# its wording in one place); they stay importable from here, where they are raised.
+from core.errors import (  # noqa: F401
+    AudioError,
+    AudioTooLargeError,
+    AudioTooLongError,
+    AudioTooShortError,
+    DecodeTimeoutError,
+    NoAudioStreamError,
+    NotAudioError,
+)
 
 TARGET_RATE = 16000
 
@@ -53,34 +63,6 @@ _RESAMPLE_FILTER = "kaiser_best"
 #: Encoder padding (AAC priming, Opus pre-skip) can add a few ms: a clip this little over the
 #: limit is cut to the limit silently instead of being refused.
 _LENGTH_SLACK_S = 0.25
-
-
-class AudioError(EchoVidsError):
-    """The input could not be turned into usable audio; ``str()`` says why in one line."""
-
-
-class NotAudioError(AudioError):
-    """Empty, corrupt, or not a media file at all."""
-
-
-class NoAudioStreamError(AudioError):
-    """A media file (e.g. a video) without any audio track."""
-
-
-class AudioTooLargeError(AudioError):
-    """More bytes than the configured limit."""
-
-
-class AudioTooLongError(AudioError):
-    """Longer than the configured limit (and trimming is off)."""
-
-
-class AudioTooShortError(AudioError):
-    """Under the minimum duration, or silent."""
-
-
-class DecodeTimeoutError(AudioError):
-    """The decoder ran over its wall-time limit."""
 
 
 @dataclass(frozen=True)

@@ -39,3 +39,31 @@ class BadQueryError(EchoVidsError):
 
 class DownloadError(EchoVidsError):
     """A download failed (offline, HTTP error, checksum mismatch)."""
+
+
+class AudioError(EchoVidsError):
+    """The input could not be turned into usable audio; ``str()`` says why in one line."""
+
+
+class NotAudioError(AudioError):
+    """Empty, corrupt, or not a media file at all."""
+
+
+class NoAudioStreamError(AudioError):
+    """A media file (e.g. a video) without any audio track."""
+
+
+class AudioTooLargeError(AudioError):
+    """More bytes than the configured limit."""
+
+
+class AudioTooLongError(AudioError):
+    """Longer than the configured limit (and trimming is off)."""
+
+
+class AudioTooShortError(AudioError):
+    """Under the minimum duration, or silent."""
+
+
+class DecodeTimeoutError(AudioError):
+    """The decoder ran over its wall-time limit."""

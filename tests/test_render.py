@@ -119,6 +119,27 @@ def test_error_lines_are_friendly_single_lines():
         assert "\n" not in line and "/secret/path" not in line
 
 
+def test_error_lines_match_by_type_not_by_name():
+    """The audio errors live in core.errors (still importable from core.audio); a subclass gets its
+    parent's line, and an unrelated class that merely shares a name does not."""
+    from bot.attachments import AttachmentHostError
+    from bot.render import error_line
+    from core import audio, errors
+
+    assert audio.NotAudioError is errors.NotAudioError and issubclass(errors.AudioError, errors.EchoVidsError)
+
+    class TruncatedOgg(errors.NotAudioError):
+        pass
+
+    class NotAudioError(Exception):  # same name, not ours: a bug, not a user's bad file
+        pass
+
+    assert "couldn't read that as audio" in error_line(TruncatedOgg("x"))
+    assert "went wrong on my side" in error_line(NotAudioError("x"))
+    assert "broken" in error_line(errors.IndexBrokenError("x"))  # before its parent IndexMissingError
+    assert "Discord's own servers" in error_line(AttachmentHostError("x"))  # before DownloadError
+
+
 def test_refusal_lines_say_what_happened():
     from bot.render import refusal_line
 
