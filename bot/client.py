@@ -2,9 +2,9 @@
 
 ``EchoVidsBot.setup_hook`` runs once, after the REST login and before the gateway connects, so the
 heavy loading (TensorFlow, VGGish, the ScaNN index, resampy's compiled kernels) happens before the
-first event can arrive, and never on the event loop itself: it runs in the job pool's threads.
-TensorFlow's own thread pools are capped first, because on a small machine an uncapped TF takes
-every core and the event loop (heartbeats, other users' replies) stalls behind it.
+first event can arrive, and never on the event loop itself: it runs in the job pool's threads,
+through the engine's one warm-up (``Engine.warm_up(audio=True)``, which also applies the one
+TensorFlow thread policy for ``ECHOVIDS_WORKERS`` concurrent searches).
 
 Works without the privileged message-content intent: slash commands, the context menu, DMs and
 messages that mention the bot all carry their attachments without it. The intent is requested only
@@ -17,6 +17,10 @@ Promises kept here for every front-end path (the cogs only describe *what* to se
 * **Graceful stop.** :meth:`EchoVidsBot.graceful_stop` (what SIGTERM/SIGINT call) closes admission,
   lets every search in flight (:meth:`EchoVidsBot.track`) finish within ``stop_grace_s``, answers
   the rest with one line, then closes.
+* **One error handler for application commands** (:meth:`EchoVidsBot.on_app_command_error`, the
+  tree's ``on_error``): a command that raises gets the one line ``bot.render.error_line`` words
+  for that error, ephemerally (:meth:`EchoVidsBot.tell`), and the failure is logged by one policy
+  (:func:`log_failure`); the cogs raise rather than answer failures themselves.
 * **Replies outlast outages** (:attr:`EchoVidsBot.replies`, see ``bot.delivery``) and **downloads
   come from Discord only, within bounded time** (:attr:`EchoVidsBot.download_timeouts`, see
   ``bot.attachments``).
@@ -28,19 +32,25 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import discord
 import yarl
+from discord import app_commands
 from discord.ext import commands
 
 from bot.attachments import DownloadTimeouts, allowed_hosts, fetch_attachment
-from bot.delivery import ReplyRetry
+from bot.delivery import DeliveryFailed, ReplyRetry
 from bot.jobs import JobPool, LoopLagMonitor
+from bot.render import error_line
 from core.config import Settings
 from core.errors import EchoVidsError, IndexMissingError
 from core.results import Query, SearchResponse
+
+if TYPE_CHECKING:  # the engine's modules load TensorFlow-side code: imported when first needed
+    from core.engine import Engine
+    from core.liveness import LivenessChecker
 
 log = logging.getLogger("echovids.bot")
 
@@ -54,25 +64,16 @@ _DEFAULT_API_BASE = "https://discord.com/api/v10"
 _DEFAULT_GATEWAY = "wss://gateway.discord.gg/"
 
 
-def configure_tensorflow(workers: int) -> None:
-    """Cap TensorFlow's thread pools before anything runs a TF op (it refuses afterwards).
-
-    Each of our ``workers`` threads runs one inference at a time; giving TF one intra-op thread per
-    core beyond that would oversubscribe the machine and starve the event loop.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover - tensorflow is a hard dependency
-        return
-    cores = os.cpu_count() or 2
-    intra = max(1, min(cores - 1, cores // max(1, workers))) if cores > 1 else 1
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        # TF was initialised already (e.g. a test wrote a checkpoint in this process): keep going.
-        log.info("TensorFlow already initialised; thread caps unchanged")
+def log_failure(err: BaseException, what: str = "search") -> None:
+    """The one logging policy for a failed request: an expected refusal (:class:`EchoVidsError`)
+    is INFO, Discord refusing a reply is WARNING, anything else is a bug and logged with its
+    traceback."""
+    if isinstance(err, EchoVidsError):
+        log.info("%s refused: %s", what, err)
+    elif isinstance(err, discord.HTTPException):
+        log.warning("%s: Discord refused a reply: %s", what, err)
+    else:
+        log.error("%s failed", what, exc_info=err)
 
 
 class EchoVidsBot(commands.Bot):
@@ -82,8 +83,8 @@ class EchoVidsBot(commands.Bot):
         self,
         settings: Settings,
         *,
-        engine: Any | None = None,
-        liveness: Any | None = None,
+        engine: Engine | None = None,
+        liveness: LivenessChecker | None = None,
         checkpoint: str | os.PathLike | None = None,
         pca_params: str | os.PathLike | None = None,
         cooldown_s: float = 3.0,
@@ -108,17 +109,17 @@ class EchoVidsBot(commands.Bot):
         client_options.setdefault("max_messages", 200)
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
                          **client_options)
-        self.settings = settings
-        self.engine = engine
-        self.liveness = liveness
+        self.settings: Settings = settings
+        self.engine: Engine | None = engine
+        self.liveness: LivenessChecker | None = liveness
         self.checkpoint = checkpoint
         self.pca_params = pca_params
         self.sync_commands = sync_commands
         self.warm_up = warm_up
         #: Extra keyword arguments for ``arefresh_index`` (e.g. concurrency / rate for a local fake).
-        self.refresh_options = dict(refresh_options or {})
-        self.jobs = JobPool(settings.workers, max_queued=max_queued, cooldown_s=cooldown_s)
-        self.lag = LoopLagMonitor()
+        self.refresh_options: dict[str, Any] = dict(refresh_options or {})
+        self.jobs: JobPool = JobPool(settings.workers, max_queued=max_queued, cooldown_s=cooldown_s)
+        self.lag: LoopLagMonitor = LoopLagMonitor()
         self.session: aiohttp.ClientSession | None = None
         self.engine_error: str | None = None
         self._engine_lock = asyncio.Lock()
@@ -128,11 +129,12 @@ class EchoVidsBot(commands.Bot):
         self._closing = False
         #: Seconds in-flight searches get to finish on stop; ``grace_wait(seconds)`` is how that
         #: time passes (injected by tests, which end the grace period with an event).
-        self.stop_grace_s = stop_grace_s
-        self.grace_wait = grace_wait
-        self.replies = replies or ReplyRetry()
-        self.download_timeouts = download_timeouts or DownloadTimeouts()
-        self.attachment_hosts = allowed_hosts(settings)
+        self.stop_grace_s: float = stop_grace_s
+        self.grace_wait: Callable[[float], Awaitable[object]] = grace_wait
+        self.replies: ReplyRetry = replies or ReplyRetry()
+        self.download_timeouts: DownloadTimeouts = download_timeouts or DownloadTimeouts()
+        self.attachment_hosts: frozenset[str] = allowed_hosts(settings)
+        self.tree.error(self.on_app_command_error)
         #: Set once a stop begins (admission is closed from then on).
         self.stopping = asyncio.Event()
         self._inflight: dict[asyncio.Task[Any], Callable[[], Awaitable[Any]]] = {}
@@ -168,7 +170,6 @@ class EchoVidsBot(commands.Bot):
         self.lag.start()
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, sock_connect=10))
         if self.engine is None:
-            await loop.run_in_executor(self.jobs.executor, configure_tensorflow, self.settings.workers)
             if self.liveness is None:
                 from core.liveness import LivenessChecker
 
@@ -182,7 +183,7 @@ class EchoVidsBot(commands.Bot):
             synced = await self.tree.sync()
             log.info("synced %d application commands", len(synced))
 
-    async def load_engine(self) -> Any | None:
+    async def load_engine(self) -> Engine:
         """Create the engine and load the current build now (not on the first query).
 
         A missing index is reported, not fatal: the engine re-reads the current-build pointer on
@@ -201,33 +202,23 @@ class EchoVidsBot(commands.Bot):
                 log.warning("index not loaded: %s", err)
             return self.engine
 
-    def _make_engine(self) -> Any:
+    def _make_engine(self) -> Engine:
         from core.engine import Engine
 
         return Engine(self.settings, checkpoint=self.checkpoint, pca_params=self.pca_params,
                       liveness=self.liveness)
 
     def _warm_up(self) -> None:
-        """Pay one-off costs now (numba compile, model load, first TF trace), not on a user's query."""
-        try:
-            from core import audio
-
-            audio.warm_up()
-        except Exception as err:  # warm-up must never stop the bot
-            log.warning("audio warm-up failed: %s", err)
+        """Pay one-off costs now, not on a user's query: the engine's one warm-up, never fatal."""
         engine = self.engine
-        if engine is None or self.engine_error:
+        if engine is None:
             return
         try:
-            import numpy as np
-
-            _ = engine.embedder  # lazy VGGish load
-            tone = (0.1 * np.sin(np.arange(16000 * 2) * 2 * np.pi * 440 / 16000)).astype(np.float32)
-            engine.search(Query(kind="audio", audio=_wav_bytes(tone, 16000), top=1, live_check=False))
+            engine.warm_up(audio=True)
         except EchoVidsError as err:
-            log.warning("model warm-up skipped: %s", err)
+            log.warning("warm-up incomplete: %s", err)
         except Exception:
-            log.exception("model warm-up failed")
+            log.exception("warm-up failed")
 
     # -- the one search path every trigger uses --------------------------------------------
     async def answer(self, query: Query) -> SearchResponse:
@@ -248,6 +239,46 @@ class EchoVidsBot(commands.Bot):
         return await fetch_attachment(self.session, attachment.url, limit=self.settings.max_attachment_bytes,
                                       declared_size=attachment.size, hosts=self.attachment_hosts,
                                       timeouts=self.download_timeouts)
+
+    # -- replies and the one error handler ---------------------------------------------------
+    async def deliver(self, attempt: Callable[[], Awaitable[Any]], what: str, *, retry: bool = True) -> None:
+        """Send one reply through outages (``retry``), or try once (while stopping); log, never
+        raise, on failure: the caller has nothing better to say."""
+        try:
+            if retry:
+                await self.replies.send(attempt, what)
+            else:
+                await attempt()
+        except DeliveryFailed:
+            pass  # logged at WARNING by the delivery
+        except discord.HTTPException as err:
+            log.warning("sending %s failed: %s", what, err)
+
+    async def tell(self, interaction: discord.Interaction, text: str, *, retry: bool = True) -> None:
+        """One line only the asker sees. Before any response it is the ephemeral response; after a
+        (public) defer, the "thinking…" message is deleted first, so the follow-up is a new
+        ephemeral message rather than an edit of the public one."""
+        if not interaction.response.is_done():
+            await self.deliver(lambda: interaction.response.send_message(text, ephemeral=True), "a reply", retry=retry)
+            return
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException as err:
+            log.info("could not remove the deferred message (%s); replying in it", err)
+        await self.deliver(lambda: interaction.followup.send(text, ephemeral=True), "an error reply", retry=retry)
+
+    async def on_app_command_error(self, interaction: discord.Interaction,
+                                   error: app_commands.AppCommandError) -> None:
+        """The one error handler for application commands (the tree's ``on_error``): log by the
+        one policy, answer with the one line for that error, ephemerally — never a command left
+        "thinking…". A cog with its own ``cog_app_command_error`` has answered already (discord.py
+        calls it first), so it is left alone here."""
+        cog = getattr(interaction.command, "binding", None)
+        if isinstance(cog, commands.Cog) and cog.has_app_command_error_handler():
+            return
+        err = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        log_failure(err, getattr(interaction.command, "qualified_name", None) or "command")
+        await self.tell(interaction, error_line(err, self.settings))
 
     # -- in-flight searches and the graceful stop ---------------------------------------------
     async def track(self, work: Awaitable[None], apologise: Callable[[], Awaitable[Any]]) -> None:
@@ -333,20 +364,3 @@ class EchoVidsBot(commands.Bot):
                     log.exception("closing the engine failed")
             self.jobs.shutdown()
             self.restore_endpoints()
-
-
-def _wav_bytes(samples, rate: int) -> bytes:
-    """A tiny in-memory WAV (float → 16-bit) for the warm-up query."""
-    import io
-    import wave
-
-    import numpy as np
-
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm)
-    return buf.getvalue()

@@ -158,9 +158,38 @@ class Engine:
         except ModelMissingError:
             return None
 
-    def warm_up(self) -> None:
-        """Load the index (and its searcher) now rather than on the first query."""
+    def warm_up(self, *, audio: bool = False) -> None:
+        """Pay one-off costs now rather than on a user's query: the one warm-up entry point of
+        every front end.
+
+        Always loads the current build (searcher, label view), so a missing or broken index is
+        reported now. ``audio=True`` (a long-running front end: the bot) also pays the audio
+        path's costs — TensorFlow's thread policy for ``settings.workers`` concurrent queries
+        (``core.vggish.model.configure_threads``), decoding's resampling kernels (numba compile),
+        and the models this engine will use (VGGish and/or YAMNet, whichever are installed) with
+        their first run — by answering one short tone end to end. A one-shot CLI command skips
+        that: it would pay the same costs once either way.
+        """
+        if audio:
+            from core.audio import warm_up as warm_decoder
+            from core.vggish.model import configure_threads
+
+            configure_threads(self.settings.workers)
+            warm_decoder()
         self._current()
+        if not audio:
+            return
+        import io
+
+        import soundfile as sf
+
+        tone = 0.1 * np.sin(np.arange(2 * 16000) * 2 * np.pi * 440 / 16000)
+        wav = io.BytesIO()
+        sf.write(wav, tone.astype(np.float32), 16000, format="WAV", subtype="PCM_16")
+        try:
+            self.search(Query(kind="audio", audio=wav.getvalue(), top=1, live_check=False))
+        except ModelMissingError:
+            pass  # no audio model installed: audio queries say so; text and link queries work
 
     # -- queries ---------------------------------------------------------------------------------------
     def search(self, query: Query) -> SearchResponse:

@@ -480,6 +480,39 @@ async def test_a_storm_that_outlasts_every_retry_is_logged(env: Env):
     assert [r.status for r in env.fake.requests[before:] if r.path == f"/channels/{dm}/messages"] == [503] * 3
 
 
+async def test_an_unexpected_failure_reaches_the_one_error_handler(env: Env, monkeypatch, caplog):
+    """A bug inside a command is raised to the tree's one error handler: logged with its traceback,
+    answered with the generic line, ephemerally (the public "thinking…" message deleted first)."""
+    async def broken(query):
+        raise RuntimeError("bug in the search path /secret/path")
+
+    monkeypatch.setattr(env.bot, "answer", broken)
+    caplog.set_level(logging.INFO, logger="echovids")
+    payload = await env.fake.slash(env.user(), "soundalike", [{"name": "text", "type": 3, "value": "dog"}])
+    follow = await env.fake.wait_for(_webhook_post(payload), timeout=60)
+    assert follow.content == "Something went wrong on my side. Please try again in a moment."
+    assert "/secret/path" not in follow.content
+    _assert_ephemeral_error(env, payload, follow)
+    bug = [r for r in caplog.records if r.name == "echovids.bot" and r.levelno == logging.ERROR]
+    assert bug and bug[0].exc_info and "bug in the search path" in str(bug[0].exc_info[1])
+
+
+async def test_a_cog_that_answers_its_own_errors_is_not_answered_twice(env: Env, monkeypatch):
+    handled = asyncio.Event()
+    central = env.bot.tree.on_error
+
+    async def spy(interaction, error):
+        await central(interaction, error)
+        handled.set()
+
+    monkeypatch.setattr(env.bot.tree, "on_error", spy)
+    payload = await env.fake.slash(env.user(permissions=MEMBER_PERMISSIONS), "index",
+                                   [{"name": "status", "type": 1, "options": []}])
+    await asyncio.wait_for(handled.wait(), 30)  # the moderation cog's handler ran first, then this one
+    replies = env.fake.replies_to_interaction(payload)
+    assert len(replies) == 1 and "Only moderators" in replies[0].json["data"]["content"]
+
+
 async def test_help(env: Env):
     payload = await env.fake.slash(env.user(), "help")
     cb = await env.fake.wait_for(_callback(payload), timeout=10)

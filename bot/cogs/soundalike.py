@@ -11,7 +11,9 @@ All triggers go through the same steps, in this order, because each protects the
    URLs expire) under the download bound, not holding a CPU-queue place, refusing anything that
    streams past the size limit or takes too long.
 4. **Search** in a worker slot, off the event loop; the reply is the one embed from ``bot.render``.
-   Errors found after the defer are a short follow-up, ephemeral for interactions.
+   A failure of an interaction is raised to the bot's one error handler for application commands
+   (``EchoVidsBot.on_app_command_error``: the line from ``bot.render.error_line``, ephemeral); a
+   failure for a message gets the same line as a reply.
 
 Steps 3–4 run as a tracked request (:meth:`EchoVidsBot.track`) so a graceful stop can wait for them
 or answer them with one line; every reply goes through the bot's retrying delivery.
@@ -33,10 +35,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.attachments import AttachmentHostError, check_host
+from bot.client import log_failure
 from bot.delivery import DeliveryFailed, is_transient
 from bot.jobs import Refused, Ticket
 from bot.render import RESTARTING_LINE, clock, echo, error_line, refusal_line, render_response
-from core.results import Query
+from core.results import Query, SearchResponse
 
 if TYPE_CHECKING:
     from bot.client import EchoVidsBot
@@ -167,7 +170,7 @@ class Soundalike(commands.Cog):
                                  top: int) -> None:
         problem = precheck(attachment, self.bot.settings, self.bot.attachment_hosts)
         if problem:
-            await self._interaction_error(interaction, problem)
+            await self.bot.tell(interaction, problem)
             return
         await self._interaction_search(interaction, attachment=attachment, top=top,
                                        searched=_described(attachment))
@@ -179,12 +182,12 @@ class Soundalike(commands.Cog):
         try:
             ticket = self.bot.jobs.admit(interaction.user.id, download=attachment is not None)
         except Refused as refused:
-            await self._interaction_error(interaction, refusal_line(refused.reason, refused.retry_after))
+            await self.bot.tell(interaction, refusal_line(refused.reason, refused.retry_after))
             return
         await self.bot.track(
             self._interaction_work(interaction, ticket, query=query, attachment=attachment, top=top,
                                    searched=searched, started=started),
-            apologise=lambda: self._interaction_error(interaction, RESTARTING_LINE, retry=False))
+            apologise=lambda: self.bot.tell(interaction, RESTARTING_LINE, retry=False))
 
     async def _interaction_work(self, interaction: discord.Interaction, ticket: Ticket, *, query: Query | None,
                                 attachment: discord.Attachment | None, top: int, searched: str,
@@ -194,51 +197,17 @@ class Soundalike(commands.Cog):
         except Exception:
             self.bot.jobs.cancel(ticket)
             raise
-        try:
-            response = await self._search(ticket, query=query, attachment=attachment, top=top)
-            response.elapsed_s = max(response.elapsed_s, time.perf_counter() - started)
-            embed = render_response(response, searched=searched)
-        except Exception as err:  # every failure gets a line: never left "thinking…"
-            self._log_failure(err)
-            await self._interaction_error(interaction, error_line(err, self.bot.settings))
-            return
+        # Any failure from here on is raised to the bot's one error handler, which answers it.
+        response = await self._search(ticket, query=query, attachment=attachment, top=top)
+        response.elapsed_s = max(response.elapsed_s, time.perf_counter() - started)
+        embed = render_response(response, searched=searched)
         try:
             await self.bot.replies.send(lambda: interaction.followup.send(embed=embed), "a search result")
         except DeliveryFailed:
             return  # logged; Discord is down for longer than any reply can wait
-        except discord.HTTPException as err:
-            # Refused for good (not an outage): never leave the command "thinking…".
-            log.warning("sending a search result failed: %s", err)
-            await self._interaction_error(interaction, error_line(err, self.bot.settings))
-
-    async def _interaction_error(self, interaction: discord.Interaction, text: str, *, retry: bool = True) -> None:
-        """One line only the asker sees. Before any response it is the ephemeral response; after a
-        (public) defer, the "thinking…" message is deleted first, so the follow-up is a new
-        ephemeral message rather than an edit of the public one."""
-        if not interaction.response.is_done():
-            await self._send(lambda: interaction.response.send_message(text, ephemeral=True), "a reply", retry)
-            return
-        try:
-            await interaction.delete_original_response()
-        except discord.HTTPException as err:
-            log.info("could not remove the deferred message (%s); replying in it", err)
-        await self._send(lambda: interaction.followup.send(text, ephemeral=True), "an error reply", retry)
-
-    async def _send(self, attempt, what: str, retry: bool = True) -> None:
-        """Deliver a reply through outages (``retry``), or try once (while stopping); log, never raise,
-        on failure: the caller has nothing better to say."""
-        try:
-            if retry:
-                await self.bot.replies.send(attempt, what)
-            else:
-                await attempt()
-        except DeliveryFailed:
-            pass  # logged at WARNING by the delivery
-        except discord.HTTPException as err:
-            log.warning("sending %s failed: %s", what, err)
 
     async def _search(self, ticket: Ticket, *, query: Query | None, attachment: discord.Attachment | None,
-                      top: int):
+                      top: int) -> SearchResponse:
         try:
             if attachment is not None:
                 # Now (the URL expires), under the download bound: no CPU-queue place is held yet.
@@ -249,14 +218,6 @@ class Soundalike(commands.Cog):
             return await self.bot.jobs.run(ticket, lambda: self.bot.answer(query))
         finally:
             self.bot.jobs.cancel(ticket)  # no-op once run() has taken it
-
-    @staticmethod
-    def _log_failure(err: BaseException) -> None:
-        names = [c.__name__ for c in type(err).__mro__]
-        if "EchoVidsError" in names:
-            log.info("search refused: %s", err)
-        else:
-            log.error("search failed", exc_info=err)
 
     # -- messages: DMs, mentions, listen channels -----------------------------------------
     @commands.Cog.listener()
@@ -299,7 +260,7 @@ class Soundalike(commands.Cog):
             response.elapsed_s = max(response.elapsed_s, time.perf_counter() - started)
             embed = render_response(response, searched=_described(attachment))
         except Exception as err:
-            self._log_failure(err)
+            log_failure(err)
             await self._reply(message, error_line(err, self.bot.settings))
             return
         finally:
@@ -326,7 +287,7 @@ class Soundalike(commands.Cog):
                 log.info("reply failed (%s); sending without reference", err)
                 await message.channel.send(content=content, embed=embed)
 
-        await self._send(attempt, "a reply", retry)
+        await self.bot.deliver(attempt, "a reply", retry=retry)
 
 
 async def setup(bot: EchoVidsBot) -> None:

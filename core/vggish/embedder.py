@@ -58,10 +58,8 @@ class VGGishEmbedder:
         return post(self.embed_raw(samples_16k))
 
     def warm_up(self) -> None:
-        """Trace the TF function and compile the audio kernels before the first real query."""
-        from core.audio import warm_up as warm_audio
-
-        warm_audio()
+        """Trace the TF function now (done on load): the first real query must not pay for it.
+        Decoding's own one-off costs are the engine's business (``Engine.warm_up``)."""
         self.embed_raw(np.zeros(16000, dtype=np.float32))
 
 

@@ -20,11 +20,19 @@ _THREADS_SET = False
 _THREADS_LOCK = threading.Lock()
 
 
-def configure_threads() -> None:
-    """Keep TensorFlow modest on a shared machine: intra-op = cores (≤ 4), inter-op = 2.
+def configure_threads(workers: int = 1) -> None:
+    """The one TensorFlow thread policy of the project: threads of all concurrent inferences
+    together never exceed the cores.
 
-    Must run before TensorFlow starts its runtime;
-    afterwards TensorFlow refuses, which is harmless (someone configured it already).
+    ``workers`` is how many threads may run an inference at once (the bot's ``ECHOVIDS_WORKERS``;
+    1 for a CLI command). Each inference gets ``cores // workers`` intra-op threads (at least 1,
+    at most 4: VGGish gains little beyond), so on a small machine TF does not take every core and
+    stall the bot's event loop (heartbeats, other users' replies); inter-op is 1 because the
+    network is a chain of ops with nothing to run side by side (1 vs 2 measured the same).
+
+    TensorFlow accepts this only before its runtime starts and the setting is process-wide, so
+    the first call wins: the engine's ``warm_up`` calls it with the configured worker count before
+    loading a model, and :class:`VGGishModel` calls it (with 1) for everyone else.
     """
     global _THREADS_SET
     with _THREADS_LOCK:
@@ -33,12 +41,12 @@ def configure_threads() -> None:
         _THREADS_SET = True
         import tensorflow as tf
 
-        intra = min(os.cpu_count() or 1, 4)
+        intra = max(1, min(4, (os.cpu_count() or 1) // max(1, workers)))
         try:
-            tf.config.threading.set_intra_op_parallelism_threads(max(1, intra))
-            tf.config.threading.set_inter_op_parallelism_threads(2)
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
         except RuntimeError:
-            pass
+            pass  # TF's runtime already started (e.g. a test wrote a checkpoint in this process)
 
 
 class VGGishModel:
