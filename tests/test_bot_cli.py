@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,3 +76,40 @@ async def test_runs_against_the_configured_endpoints_and_stops_cleanly_on_sigter
         assert "index not loaded" in text  # no index yet: reported, not fatal
         await asyncio.sleep(0.2)
         assert not fake._sockets  # the gateway connection was closed
+
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING|ERROR|CRITICAL)\s+(echovids|discord)[\w.]*: ")
+
+
+@pytest.mark.slow
+async def test_the_bot_log_holds_only_echovids_lines(tmp_path, small_index_dir, yamnet_model_path, audioset_meta):
+    """With an index and YAMNet the warm-up loads LiteRT (which announces its XNNPACK delegate on
+    fd 2) and TensorFlow (oneDNN notes): none of that reaches the operator's log; it is kept in the
+    debug log."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for entry in small_index_dir.iterdir():
+        if entry.name != "logs":
+            (data / entry.name).symlink_to(entry)
+    async with FakeDiscord() as fake:
+        env = _env(tmp_path, DISCORD_TOKEN="good-token", DISCORD_API_BASE=fake.api_base,
+                   DISCORD_GATEWAY_URL=fake.gateway_url, YAMNET_MODEL=str(yamnet_model_path),
+                   ECHOVIDS_AUDIOSET_META=str(audioset_meta))
+        env.pop("TF_CPP_MIN_LOG_LEVEL")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "bot", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env)
+        try:
+            await fake.wait_until_identified(timeout=180)  # after setup_hook: the warm-up is done
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    text = err.decode()
+    assert proc.returncode == 0, text[-2000:]
+    assert "index loaded" in text and "SIGTERM received" in text
+    strays = [line for line in text.splitlines() if not LOG_LINE.match(line)]
+    assert not strays, strays
+    assert "XNNPACK" in (data / "logs" / "debug.log").read_text(errors="replace")
