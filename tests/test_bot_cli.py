@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -51,27 +52,39 @@ async def test_bad_token_is_one_clear_line(tmp_path):
     assert "Traceback" not in err.decode()
 
 
+async def _serve_then_sigterm(tmp_path, env: dict[str, str], fake: FakeDiscord,
+                              when_identified: Callable[[], None] = lambda: None) -> tuple[int, str]:
+    """Run ``echovids bot`` until it has identified (setup_hook, warm-up included, is done), call
+    ``when_identified``, send SIGTERM; the exit status and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "bot", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        await fake.wait_until_identified(timeout=180)
+        when_identified()
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode, err.decode()
+
+
 @pytest.mark.slow
 async def test_runs_against_the_configured_endpoints_and_stops_cleanly_on_sigterm(tmp_path):
     async with FakeDiscord() as fake:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "bot", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=_env(tmp_path, DISCORD_TOKEN="good-token", DISCORD_API_BASE=fake.api_base,
-                     DISCORD_GATEWAY_URL=fake.gateway_url))
-        try:
-            await fake.wait_until_identified(timeout=120)
+        stop_sent: list[float] = []
+
+        def identified() -> None:
             assert fake.identify["token"] == "good-token"
             assert {c["name"] for c in fake.commands} >= {"soundalike", "help", "index"}
-            start = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            _, err = await asyncio.wait_for(proc.communicate(), 30)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        assert proc.returncode == 0, err.decode()[-2000:]
-        assert time.monotonic() - start < 15
-        text = err.decode()
+            stop_sent.append(time.monotonic())
+
+        code, text = await _serve_then_sigterm(
+            tmp_path, _env(tmp_path, DISCORD_TOKEN="good-token", DISCORD_API_BASE=fake.api_base,
+                           DISCORD_GATEWAY_URL=fake.gateway_url), fake, identified)
+        assert code == 0, text[-2000:]
+        assert time.monotonic() - stop_sent[0] < 15
         assert "SIGTERM received" in text and "Traceback" not in text
         assert "index not loaded" in text  # no index yet: reported, not fatal
         await asyncio.sleep(0.2)
@@ -96,19 +109,8 @@ async def test_the_bot_log_holds_only_echovids_lines(tmp_path, small_index_dir, 
                    DISCORD_GATEWAY_URL=fake.gateway_url, YAMNET_MODEL=str(yamnet_model_path),
                    ECHOVIDS_AUDIOSET_META=str(audioset_meta))
         env.pop("TF_CPP_MIN_LOG_LEVEL")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "bot", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env)
-        try:
-            await fake.wait_until_identified(timeout=180)  # after setup_hook: the warm-up is done
-            proc.send_signal(signal.SIGTERM)
-            _, err = await asyncio.wait_for(proc.communicate(), 60)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-    text = err.decode()
-    assert proc.returncode == 0, text[-2000:]
+        code, text = await _serve_then_sigterm(tmp_path, env, fake)
+    assert code == 0, text[-2000:]
     assert "index loaded" in text and "SIGTERM received" in text
     strays = [line for line in text.splitlines() if not LOG_LINE.match(line)]
     assert not strays, strays
