@@ -143,12 +143,12 @@ def main() -> None:
         q_probs.append(head.predict(query["vectors"][rows]))
     truths = [set(query["labels"][s].tolist()) for s in qsegs]
 
-    def evaluate(bridge: LabelBridge, probs_list, name: str) -> dict:
+    def evaluate(bridge: LabelBridge, probs_list, name: str, pool: str = "top") -> dict:
         bridge.warm()
         p5, s5, times = [], [], []
         for probs, truth in zip(probs_list, truths):
             t0 = time.perf_counter()
-            hits = bridge.search(probs, top=5)
+            hits = bridge.search(probs, top=5, pool=pool)
             times.append(time.perf_counter() - t0)
             hl = [index["labels"][h.segment] for h in hits]
             a, b = precision(hl, truth, False), precision(hl, truth, True)
@@ -160,10 +160,16 @@ def main() -> None:
                 "search_ms_p90": round(float(np.percentile(times, 90)) * 1e3, 2)}
 
     args_common = (index["row_segment"], index["row_second"], index["label_ptr"], index["label_idx"], idx, p)
+    weights = ontology_weights()
     t = time.time()
-    default = LabelBridge(*args_common).warm()
+    default = LabelBridge(*args_common, label_weights=weights).warm()
     out["bridge_prepare_s"] = round(time.time() - t, 2)
-    results = [evaluate(default, q_probs, "default (clip labels → 150 candidates → 0.95 label + 0.05 geo row, idf)")]
+    results = [evaluate(default, q_probs, "default (top-3 pooling, idf × ontology weights; clip labels → 150 candidates"
+                                          " → 0.95 label + 0.05 geo row)")]
+    plain = LabelBridge(*args_common)
+    results.append(evaluate(plain, q_probs, "before issue 13: mean pooling, idf only", pool="mean"))
+    results.append(evaluate(plain, q_probs, "top-3 pooling, idf only"))
+    results.append(evaluate(default, q_probs, "mean pooling, idf × ontology weights", pool="mean"))
     variants = {
         "labels only (ties by index order)": dict(label_weight=1.0),
         "label 0.85 + geo": dict(label_weight=0.85),
@@ -178,7 +184,7 @@ def main() -> None:
         "candidates 400": dict(candidates=400),
     }
     for name, kw in variants.items():
-        results.append(evaluate(LabelBridge(*args_common, **kw), q_probs, name))
+        results.append(evaluate(LabelBridge(*args_common, label_weights=weights, **kw), q_probs, name))
     # Reference points: random segments, and a perfect label profile (the query's true labels).
     rand_p5, rand_s5 = [], []
     for truth in truths:
@@ -223,6 +229,15 @@ def main() -> None:
     print(json.dumps(out, indent=1))
 
 
+def ontology_weights() -> np.ndarray:
+    """The engine's per-label ranking weights (core.heard.Ontology.search_weights) from the shared meta folder."""
+    from core.heard import Ontology
+    from core.index.labels import load_labels
+
+    meta = SHARED / "audioset_meta"
+    return Ontology.from_labelset(load_labels(meta), meta / "ontology.json").search_weights()
+
+
 def same_split_as_evaluate(max_queries: int, seed: int = 0, holdout: float = 0.1) -> dict:
     """B's protocol (core.evaluate): seeded 10 % hold-out, a real build of the rest, one 5 s
     window per held-out clip. Compares core.search's ranking (ANN votes + label head) with the bridge
@@ -250,12 +265,15 @@ def same_split_as_evaluate(max_queries: int, seed: int = 0, holdout: float = 0.1
         seg_labels = [set(ranker.label_idx[ranker.label_ptr[i]:ranker.label_ptr[i + 1]].tolist())
                       for i in range(ranker.n_segments)]
         windows = make_windows(records, query_idx, seed)[: max_queries or None]
-        bridge = LabelBridge.from_build(build).warm()
+        bridge = LabelBridge.from_build(build, label_weights=loaded.ontology.search_weights()).warm()
+        plain = LabelBridge.from_build(build).warm()
         share = LabelBridge.from_build(build, label_mode="share").warm()
         head = build.labelhead
         methods = {
             "core.search (ANN votes + label head)": lambda q: [h.segment for h in ranker.search(q, 15)[0]],
             "bridge (head per-second probs)": lambda q: [h.segment for h in bridge.search(head.predict(q), 15)],
+            "bridge before issue 13 (mean pooling, idf only)":
+                lambda q: [h.segment for h in plain.search(head.predict(q), 15, pool="mean")],
             "bridge, share rule": lambda q: [h.segment for h in share.search(head.predict(q), 15)],
         }
         for name, fn in methods.items():

@@ -19,7 +19,12 @@ probabilities are what place the timestamp:
 
 idf weighting: AudioSet is dominated by Speech and Music, so a raw profile of "Speech 0.6, Dog 0.5,
 Bark 0.4" would rank any talking over the dog. Weighting a label by its rarity among indexed
-segments (smoothed ``log(S/df)``) keeps the rare, telling labels in charge.
+segments (smoothed ``log(S/df)``) keeps the rare, telling labels in charge. On a balanced index (bal_train: ~60 clips for every
+leaf) idf cannot tell "Engine" from "Chainsaw", so the engine also passes ``label_weights`` from the
+ontology (:meth:`core.heard.Ontology.search_weights`): a label standing for many descendants
+weighs less (it says less about *which* sound), and the labels the ontology marks ambiguous weigh
+nothing. Measured on real recordings (bench/real_audio.py, esc10_dev) and on bal_train
+(bench/bridge.py); see README "Quality".
 
 The class takes plain arrays so it can be built from a build directory (:meth:`LabelBridge.from_build`)
 or from test data, and it never touches SQLite: results are (segment, second, row, score) and the
@@ -39,10 +44,9 @@ from typing import Any
 import numpy as np
 
 from core.errors import BadQueryError
-from core.results import Heard
-from core.yamnet import heard_from_scores
+from core.heard import clip_scores
 
-__all__ = ["BridgeHit", "LabelBridge", "query_profile", "heard_from_scores", "heard_from_probs"]
+__all__ = ["BridgeHit", "LabelBridge", "query_profile"]
 
 N_LABELS = 527
 #: Query labels considered (by weighted mass); the tail of 527 sigmoids is noise.
@@ -79,8 +83,13 @@ class BridgeHit:
     row_score: float
 
 
-def query_profile(probs: np.ndarray, pool: str = "mean") -> np.ndarray:
-    """One ``[527]`` profile from per-window/per-second label probabilities ``[n, 527]`` (or ``[527]``)."""
+def query_profile(probs: np.ndarray, pool: str = "top") -> np.ndarray:
+    """One ``[527]`` profile from per-window/per-second label probabilities ``[n, 527]`` (or ``[527]``).
+
+    ``top`` (default) is :func:`core.heard.clip_scores` — each label's mean over its best few windows,
+    the same clip profile the "heard" line is read from — so a short bark in a long note keeps its
+    strength; ``mean`` and ``max`` are kept as measured alternatives.
+    """
     p = np.asarray(probs, dtype=np.float32)
     if p.ndim == 1:
         p = p[None]
@@ -89,12 +98,11 @@ def query_profile(probs: np.ndarray, pool: str = "mean") -> np.ndarray:
     if not np.isfinite(p).all():
         raise BadQueryError("label probabilities contain NaN or infinity")
     p = np.clip(p, 0.0, 1.0)
-    return p.max(axis=0) if pool == "max" else p.mean(axis=0)
-
-
-def heard_from_probs(probs: np.ndarray, names: Sequence[str], top: int = 5, **kw: Any) -> list[Heard]:
-    """The "heard" labels from AudioSet-indexed probabilities (e.g. the label head on VGGish vectors)."""
-    return heard_from_scores(np.clip(np.asarray(probs, dtype=np.float32), 0, 1), names, top=top, **kw)
+    if pool == "max":
+        return p.max(axis=0)
+    if pool == "mean":
+        return p.mean(axis=0)
+    return clip_scores(p)
 
 
 class LabelBridge:
@@ -125,6 +133,7 @@ class LabelBridge:
         row_mode: str = ROW_MODE,
         label_mode: str = "coverage",
         candidates: int = CANDIDATES,
+        label_weights: np.ndarray | None = None,
     ):
         self.n_labels = int(n_labels)
         self.row_segment = np.asarray(row_segment)
@@ -147,6 +156,11 @@ class LabelBridge:
         self.row_mode, self.label_mode = row_mode, label_mode
         if (row_label_idx is None) != (row_label_p is None):
             raise ValueError("row_label_idx and row_label_p go together")
+        if label_weights is not None:
+            label_weights = np.asarray(label_weights, dtype=np.float32)
+            if label_weights.shape != (self.n_labels,):
+                raise ValueError(f"label_weights must have shape ({self.n_labels},), got {label_weights.shape}")
+        self.label_weights = label_weights
         self._row_idx = row_label_idx
         self._row_p = row_label_p
         self._lock = threading.Lock()
@@ -221,6 +235,8 @@ class LabelBridge:
             df = np.diff(self._lab_seg_ptr).astype(np.float64)
             self.idf = (np.log((S + 1.0) / (df + 1.0)) + 1.0).astype(np.float32)
             self._idf_w = (self.idf ** self.idf_power).astype(np.float32)
+            if self.label_weights is not None:
+                self._idf_w *= self.label_weights
             self._common = np.argsort(-df, kind="stable")[:2]
             self._seg_damp = (np.maximum(counts, 1).astype(np.float32) ** -self.label_count_power).astype(np.float32)
             self._ready = True
@@ -280,7 +296,7 @@ class LabelBridge:
         probs: np.ndarray,
         top: int = 15,
         *,
-        pool: str = "mean",
+        pool: str = "top",
         exclude_segments: Sequence[int] | np.ndarray | None = None,
     ) -> list[BridgeHit]:
         """The ``top`` best segments for label probabilities ``[n, 527]`` (per window/second) or ``[527]``."""

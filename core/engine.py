@@ -22,8 +22,10 @@ import numpy as np
 from core.errors import BadQueryError, IndexMissingError, ModelMissingError
 from core.index import store
 from core.index.library import timestamped_url
-from core.results import VIDEO_ID_RE, Heard, Match, Query, QueryInfo, SearchResponse, youtube_url
+from core.results import VIDEO_ID_RE, Match, Query, QueryInfo, SearchResponse, youtube_url
 from core.bridge import LabelBridge
+from core.heard import Ontology
+from core.heard import heard as heard_policy
 from core.search import Hit, Ranker
 
 _T_PARTS = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
@@ -76,6 +78,7 @@ class _Loaded:
     ranker: Ranker
     bridge: LabelBridge              # label view of the build, for queries YAMNet hears
     label_mids: tuple[str, ...]
+    ontology: Ontology               # the build's labels for the one "heard" policy (core.heard)
 
 
 class Engine:
@@ -110,8 +113,9 @@ class Engine:
             build = store.open_current(Path(self.settings.data_dir))
             ranker = Ranker(build)
             _ = build.ann  # load the searcher before swapping so queries never wait on it
-            bridge = LabelBridge.from_build(build).warm()
-            self._loaded = _Loaded(build, ranker, bridge, tuple(build.label_info["mids"]))
+            ontology = _ontology(build, self.settings)
+            bridge = LabelBridge.from_build(build, label_weights=ontology.search_weights()).warm()
+            self._loaded = _Loaded(build, ranker, bridge, tuple(build.label_info["mids"]), ontology)
             return True
 
     def _current(self) -> _Loaded:
@@ -267,7 +271,7 @@ class Engine:
         wave = decode_audio(audio, AudioLimits.from_settings(self.settings))
         heard, probs = [], None
         if yam is not None:
-            listening = yam.listen(wave.samples, loaded.label_mids)  # silent windows left out
+            listening = yam.listen(wave.samples, loaded.label_mids, loaded.ontology)  # silent windows left out
             heard, probs = listening.heard, listening.probs
         if embedder is not None:
             vectors = np.asarray(embedder.embed(wave.samples), dtype=np.uint8)
@@ -285,7 +289,7 @@ class Engine:
     def _search_vectors(self, loaded: _Loaded, vectors: np.ndarray, want: int, info: QueryInfo,
                         exclude_segments: np.ndarray | None = None) -> SearchResponse:
         hits, probs = loaded.ranker.search(vectors, want, exclude_segments=exclude_segments)
-        heard = _heard(probs, loaded.build.label_names)
+        heard = [] if probs is None else heard_policy(probs, loaded.ontology)  # the query's own head predictions
         return SearchResponse(query=info, results=self._matches(loaded, hits, want), heard=heard)
 
     def _search_like(self, loaded: _Loaded, ref: str, want: int) -> SearchResponse:
@@ -372,11 +376,11 @@ class Engine:
         return out
 
 
-def _heard(probs: np.ndarray | None, names: list[str], k: int = 5) -> list[Heard]:
-    if probs is None:
-        return []
-    order = np.argsort(-probs)[:k]
-    return [Heard(names[i], float(probs[i])) for i in order if probs[i] >= 0.05]
+def _ontology(build: store.IndexBuild, settings) -> Ontology:
+    """The build's labels and ontology children, with the ambiguous-label flags of ``ontology.json``
+    from the meta folder (the build does not store them; without the file nothing is flagged)."""
+    meta = getattr(settings, "audioset_meta", None) or Path(settings.data_dir) / "meta"
+    return Ontology.from_labelset(build.labelset(), Path(meta) / "ontology.json")
 
 
 def check_embeddings(value) -> np.ndarray:

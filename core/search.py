@@ -184,8 +184,11 @@ class Ranker:
     # -- the whole query ---------------------------------------------------------------------------
     def search(self, q_u8: np.ndarray, top: int, *, exclude_segments: np.ndarray | None = None,
                probs: np.ndarray | None = None) -> tuple[list[Hit], np.ndarray | None]:
+        """Ranked hits and the query's *own* label probabilities (the head's, or ``probs``): the
+        neighbours' labels mixed in below help ranking, but "heard" must describe the query alone."""
         q_u8 = np.ascontiguousarray(q_u8, dtype=np.uint8)
         p = probs if probs is not None else self.query_label_probs(q_u8)
+        own = p
         exclude = None
         if exclude_segments is not None and len(exclude_segments):
             exclude = np.zeros(self.n_segments, bool)
@@ -209,7 +212,7 @@ class Ranker:
         if exclude is not None:
             cand = cand[~exclude[cand]]
         if len(cand) == 0:
-            return [], p
+            return [], own
         off, dist, ac = self.align(q_u8, cand)
         ls = lab[cand] if lab is not None else np.zeros(len(cand), np.float32)
         w = self.params.w_acoustic if lab is not None else 1.0
@@ -219,7 +222,7 @@ class Ranker:
         order = np.argsort(-score, kind="stable")
         hits = [Hit(int(cand[i]), int(off[i]), float(score[i]), float(ls[i]), float(ac[i]), float(dist[i]),
                     bool(near[i])) for i in order[: max(top * 4, top)]]
-        return hits, p
+        return hits, own
 
 
 def _ranges(counts: np.ndarray) -> np.ndarray:

@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.errors import BadQueryError, ModelFileError, ModelMissingError
+from core.heard import Ontology, clip_scores
+from core.heard import heard as heard_policy
 from core.results import Heard
 
 if TYPE_CHECKING:
@@ -59,14 +61,7 @@ EMBEDDING_SIZE = 1024
 CLASS_MAP_NAME = "yamnet_class_map.csv"
 AUDIOSET_LABELS_NAME = "class_labels_indices.csv"
 
-#: Clip-level "heard" aggregation. Measured on synthesized audio (bench/yamnet.py): the mean over
-#: windows gives the dominant sound with a plausible confidence (espeak speech: Speech 0.80 then
-#: 0.02; chord sequence: Music 0.78 then 0.04), while the max lifts side labels of single windows
-#: (chirp: Synthesizer 0.89, Keyboard 0.82, Instrument 0.80 — all above Music). Mean is also what the
-#: official YAMNet inference example does.
-HEARD_AGGREGATE = "mean"
-#: Labels below this clip score are not shown as "heard" (the top label is always kept).
-HEARD_MIN_SCORE = 0.05
+ONTOLOGY_NAME = "ontology.json"
 
 
 @dataclass(frozen=True)
@@ -187,6 +182,7 @@ class YamnetModel:
         self._to_audioset: np.ndarray | None = None
         self._audioset_names: tuple[str, ...] = ()
         self._spaces: dict[tuple[str, ...], np.ndarray] = {}
+        self._ontology: Ontology | None = None
         # Load once here so a broken file fails at start-up with one line, not at the first query.
         self._runner()
 
@@ -278,19 +274,40 @@ class YamnetModel:
                 self._spaces[key] = mapping
             return mapping
 
-    def heard(self, samples_16k: np.ndarray, top: int = 5, *, min_score: float = HEARD_MIN_SCORE) -> list[Heard]:
-        """The clip's top labels (mean over its sounding windows), scores in 0–1, best first."""
-        return self.listen(samples_16k, top=top, min_score=min_score).heard
+    def heard(self, samples_16k: np.ndarray, top: int = 5) -> list[Heard]:
+        """What the clip is heard as, by the one policy of :mod:`core.heard` (AudioSet names)."""
+        return self.listen(samples_16k, top=top).heard
+
+    @property
+    def ontology(self) -> Ontology:
+        """AudioSet's labels with their ontology (``ontology.json`` beside the AudioSet label list),
+        for a "heard" line outside an index build; without those files, YAMNet's names, flat."""
+        with self._map_lock:
+            if self._ontology is None:
+                self._ontology = self._load_ontology()
+            return self._ontology
+
+    def _load_ontology(self) -> Ontology:
+        if not self.audioset_labels_path.is_file():
+            return Ontology.flat(self.names)
+        from core.index.labels import load_labels
+
+        meta = self.audioset_labels_path.parent
+        return Ontology.from_labelset(load_labels(meta), meta / ONTOLOGY_NAME)
 
     def listen(
         self,
         samples_16k: np.ndarray,
         label_mids: Sequence[str] | None = None,
+        ontology: Ontology | None = None,
         *,
         top: int = 5,
-        min_score: float = HEARD_MIN_SCORE,
     ) -> Listening:
         """One YAMNet pass giving both what a query is heard as and its label probabilities for search.
+
+        ``label_mids``/``ontology`` are an index build's label list and ontology (the engine passes
+        them, so heard labels and search columns are that build's); by default AudioSet's, found
+        next to the model (:attr:`ontology`).
 
         Silent windows are left out of both: a voice note with three seconds of speech and four of
         trailing silence would otherwise be "heard" as Silence 71 %, Speech 28 % and matched to clips
@@ -307,13 +324,18 @@ class YamnetModel:
             if not sounding.any():
                 sounding[:] = True
         kept = scores[sounding]
-        heard = heard_from_scores(kept, self.names, top=top, min_score=min_score)
         search = kept.copy()
         if silence is not None and (kept.argmax(axis=1) != silence).any():
             search[:, silence] = 0.0
         probs = None
         if label_mids is not None or self.audioset_labels_path.is_file():
             probs = self.to_audioset(search, label_mids)
+            onto = ontology if ontology is not None else self.ontology
+            if len(onto) != probs.shape[1]:
+                raise ValueError(f"the ontology has {len(onto)} labels, the label list {probs.shape[1]}")
+            heard = heard_policy(clip_scores(self.to_audioset(kept, label_mids)), onto, top)
+        else:  # no AudioSet label list: YAMNet's own names, no ontology
+            heard = heard_policy(clip_scores(kept), Ontology.flat(self.names), top)
         return Listening(scores=scores, sounding=sounding, heard=heard, probs=probs)
 
     @property
@@ -336,37 +358,11 @@ class Listening:
     scores: np.ndarray
     #: ``[windows]`` True for windows that are not silence (all True for an all-silent clip).
     sounding: np.ndarray
-    #: Top labels over the sounding windows.
+    #: What the sounding windows are heard as (:func:`core.heard.heard`).
     heard: list[Heard]
     #: ``[sounding windows, labels]`` probabilities in AudioSet (or the given ``label_mids``) order
     #: for the label bridge, Silence zeroed; None when no AudioSet label list is known.
     probs: np.ndarray | None
-
-
-def heard_from_scores(
-    scores: np.ndarray,
-    names: Sequence[str],
-    top: int = 5,
-    *,
-    min_score: float = HEARD_MIN_SCORE,
-    aggregate: str = HEARD_AGGREGATE,
-) -> list[Heard]:
-    """Top ``top`` labels of per-window scores ``[n, C]`` aggregated over windows (see HEARD_AGGREGATE).
-
-    Labels under ``min_score`` are dropped, except that the best label is always reported.
-    """
-    scores = np.asarray(scores, dtype=np.float32)
-    if scores.ndim == 1:
-        scores = scores[None]
-    if scores.shape[0] == 0 or top <= 0:
-        return []
-    clip = scores.max(axis=0) if aggregate == "max" else scores.mean(axis=0)
-    order = np.argsort(-clip, kind="stable")[:top]
-    out = [Heard(label=names[i], score=float(np.clip(clip[i], 0.0, 1.0))) for i in order if clip[i] >= min_score]
-    if not out:
-        i = int(order[0])
-        out = [Heard(label=names[i], score=float(np.clip(clip[i], 0.0, 1.0)))]
-    return out
 
 
 def _as_waveform(samples: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.bridge import BridgeHit, LabelBridge, heard_from_probs, query_profile
+from core.bridge import BridgeHit, LabelBridge, query_profile
 from core.errors import BadQueryError
 
 SPEECH, MUSIC, DOG, BARK, CAT = 0, 137, 74, 75, 81  # AudioSet indices (class_labels_indices.csv)
@@ -69,8 +69,10 @@ def test_each_family_finds_its_own_segment():
 
 def test_per_window_probabilities_are_pooled():
     bridge, _ = _toy()
-    windows = np.stack([_profile(cat=0.9), _profile(cat=0.7), _profile(speech=0.1)])
-    np.testing.assert_allclose(query_profile(windows), windows.mean(0))
+    # A cat for three windows of a six-window note: the default keeps each label's best three.
+    windows = np.stack([_profile(cat=0.9), _profile(cat=0.7), _profile(cat=0.8)] + [_profile(speech=0.1)] * 3)
+    np.testing.assert_allclose(query_profile(windows), _profile(cat=0.8, speech=0.1), rtol=1e-6)
+    np.testing.assert_allclose(query_profile(windows, "mean"), windows.mean(0))
     np.testing.assert_allclose(query_profile(windows, "max"), windows.max(0))
     assert bridge.search(windows, top=1)[0].segment == 1
 
@@ -144,16 +146,6 @@ def test_concurrent_first_queries_prepare_once_and_agree():
     for t in threads:
         t.join(timeout=30)
     assert len(out) == 6 and all(o == expected for o in out)
-
-
-def test_heard_from_label_head_probabilities():
-    names = [f"label {i}" for i in range(527)]
-    names[DOG], names[BARK] = "Dog", "Bark"
-    probs = np.zeros((3, 527), np.float32)
-    probs[:, DOG] = [0.9, 0.8, 0.7]
-    probs[:, BARK] = 0.6
-    heard = heard_from_probs(probs, names)
-    assert [(h.label, round(h.score, 2)) for h in heard] == [("Dog", 0.8), ("Bark", 0.6)]
 
 
 # -- the build's own file layout (core.index.store) -------------------------------------------------

@@ -25,7 +25,6 @@ from core.yamnet import (
     YamnetModel,
     frame_count,
     get_model,
-    heard_from_scores,
     load_yamnet,
 )
 from tests.media import make_media, make_voice_note
@@ -184,16 +183,6 @@ def test_trailing_silence_is_not_what_was_heard(model: YamnetModel, tmp_path: Pa
     assert listening.probs.shape == (int(listening.sounding.sum()), AUDIOSET_CLASSES)
     assert (listening.probs[:, silence_col] == 0).all()
     assert listening.probs[:, model.audioset_names.index("Speech")].mean() > 0.5
-
-
-def test_heard_mean_keeps_top_label_and_drops_weak_ones():
-    names = ["a", "b", "c", "d"]
-    scores = np.array([[0.9, 0.01, 0.2, 0.0], [0.7, 0.03, 0.0, 0.0]], np.float32)
-    heard = heard_from_scores(scores, names, top=5)
-    assert _names(heard) == ["a", "c"] and heard[0].score == pytest.approx(0.8)
-    weak = heard_from_scores(np.full((2, 4), 0.01, np.float32), names, top=5)
-    assert len(weak) == 1  # the best label is always reported
-    assert heard_from_scores(scores, names, top=1)[0].label == "a"
 
 
 # -- threads, cache, settings ----------------------------------------------------------------------
