@@ -160,16 +160,16 @@ def main() -> None:
                 "search_ms_p90": round(float(np.percentile(times, 90)) * 1e3, 2)}
 
     args_common = (index["row_segment"], index["row_second"], index["label_ptr"], index["label_idx"], idx, p)
-    weights = ontology_weights()
+    onto = bench_ontology()
     t = time.time()
-    default = LabelBridge(*args_common, label_weights=weights).warm()
+    default = LabelBridge(*args_common, ontology=onto).warm()
     out["bridge_prepare_s"] = round(time.time() - t, 2)
-    results = [evaluate(default, q_probs, "default (top-3 pooling, idf × ontology weights; clip labels → 150 candidates"
-                                          " → 0.95 label + 0.05 geo row)")]
+    results = [evaluate(default, q_probs, "default (top-3 pooling, ontology: family idf, ambiguous labels 0;"
+                                          " clip labels → 150 candidates → 0.95 label + 0.05 geo row)")]
     plain = LabelBridge(*args_common)
-    results.append(evaluate(plain, q_probs, "before issue 13: mean pooling, idf only", pool="mean"))
-    results.append(evaluate(plain, q_probs, "top-3 pooling, idf only"))
-    results.append(evaluate(default, q_probs, "mean pooling, idf × ontology weights", pool="mean"))
+    results.append(evaluate(plain, q_probs, "before issue 13: mean pooling, no ontology", pool="mean"))
+    results.append(evaluate(plain, q_probs, "top-3 pooling, no ontology"))
+    results.append(evaluate(default, q_probs, "mean pooling, ontology", pool="mean"))
     variants = {
         "labels only (ties by index order)": dict(label_weight=1.0),
         "label 0.85 + geo": dict(label_weight=0.85),
@@ -184,7 +184,7 @@ def main() -> None:
         "candidates 400": dict(candidates=400),
     }
     for name, kw in variants.items():
-        results.append(evaluate(LabelBridge(*args_common, label_weights=weights, **kw), q_probs, name))
+        results.append(evaluate(LabelBridge(*args_common, ontology=onto, **kw), q_probs, name))
     # Reference points: random segments, and a perfect label profile (the query's true labels).
     rand_p5, rand_s5 = [], []
     for truth in truths:
@@ -229,13 +229,13 @@ def main() -> None:
     print(json.dumps(out, indent=1))
 
 
-def ontology_weights() -> np.ndarray:
-    """The engine's per-label ranking weights (core.heard.Ontology.search_weights) from the shared meta folder."""
+def bench_ontology():
+    """AudioSet's labels and ontology from the shared meta folder (what the engine gives the bridge)."""
     from core.heard import Ontology
     from core.index.labels import load_labels
 
     meta = SHARED / "audioset_meta"
-    return Ontology.from_labelset(load_labels(meta), meta / "ontology.json").search_weights()
+    return Ontology.from_labelset(load_labels(meta), meta / "ontology.json")
 
 
 def same_split_as_evaluate(max_queries: int, seed: int = 0, holdout: float = 0.1) -> dict:
@@ -265,7 +265,7 @@ def same_split_as_evaluate(max_queries: int, seed: int = 0, holdout: float = 0.1
         seg_labels = [set(ranker.label_idx[ranker.label_ptr[i]:ranker.label_ptr[i + 1]].tolist())
                       for i in range(ranker.n_segments)]
         windows = make_windows(records, query_idx, seed)[: max_queries or None]
-        bridge = LabelBridge.from_build(build, label_weights=loaded.ontology.search_weights()).warm()
+        bridge = LabelBridge.from_build(build, ontology=loaded.ontology).warm()
         plain = LabelBridge.from_build(build).warm()
         share = LabelBridge.from_build(build, label_mode="share").warm()
         head = build.labelhead

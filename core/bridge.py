@@ -19,12 +19,23 @@ probabilities are what place the timestamp:
 
 idf weighting: AudioSet is dominated by Speech and Music, so a raw profile of "Speech 0.6, Dog 0.5,
 Bark 0.4" would rank any talking over the dog. Weighting a label by its rarity among indexed
-segments (smoothed ``log(S/df)``) keeps the rare, telling labels in charge. On a balanced index (bal_train: ~60 clips for every
-leaf) idf cannot tell "Engine" from "Chainsaw", so the engine also passes ``label_weights`` from the
-ontology (:meth:`core.heard.Ontology.search_weights`): a label standing for many descendants
-weighs less (it says less about *which* sound), and the labels the ontology marks ambiguous weigh
-nothing. Measured on real recordings (bench/real_audio.py, esc10_dev) and on bal_train
-(bench/bridge.py); see README "Quality".
+segments (smoothed ``log(S/df)``) keeps the rare, telling labels in charge.
+
+With the ontology (``ontology=``, the engine always passes the build's), three more rules, each
+for a reason that does not depend on a data set (measured on real recordings, bench/real_audio.py,
+and on AudioSet's held-out split, bench/bridge.py; README "Quality"):
+
+* **idf counts a label's family**: a segment labelled "Light engine (high frequency)" is an engine
+  sound even when not also labelled "Engine", so a label's document frequency is the number of
+  segments carrying it *or any descendant*. On a balanced index (bal_train: ~60 clips for every
+  leaf) plain idf cannot tell "Engine" from "Chainsaw"; the family count can.
+* **ambiguous labels weigh nothing** (``ontology.json``'s ``blacklist``: "Patter", "Clatter"...).
+
+Tried and left out because they cost AudioSet precision (bench/bridge.py --evaluate-split, 2,216
+held-out queries) more than they gained on real recordings: weighting labels by ontology
+specificity, ``(1 + descendants) ** -0.5`` (esc10_dev P@5 0.62 → 0.70 but AudioSet 0.63 → 0.51:
+it turns a Music query into a query for one genre), and discounting an ancestor when a descendant
+is confident in the query (esc10_dev +0.03, AudioSet −0.03 / strict −0.006).
 
 The class takes plain arrays so it can be built from a build directory (:meth:`LabelBridge.from_build`)
 or from test data, and it never touches SQLite: results are (segment, second, row, score) and the
@@ -44,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import BadQueryError
-from core.heard import clip_scores
+from core.heard import Ontology, clip_scores
 
 __all__ = ["BridgeHit", "LabelBridge", "query_profile"]
 
@@ -133,7 +144,7 @@ class LabelBridge:
         row_mode: str = ROW_MODE,
         label_mode: str = "coverage",
         candidates: int = CANDIDATES,
-        label_weights: np.ndarray | None = None,
+        ontology: Ontology | None = None,
     ):
         self.n_labels = int(n_labels)
         self.row_segment = np.asarray(row_segment)
@@ -156,11 +167,9 @@ class LabelBridge:
         self.row_mode, self.label_mode = row_mode, label_mode
         if (row_label_idx is None) != (row_label_p is None):
             raise ValueError("row_label_idx and row_label_p go together")
-        if label_weights is not None:
-            label_weights = np.asarray(label_weights, dtype=np.float32)
-            if label_weights.shape != (self.n_labels,):
-                raise ValueError(f"label_weights must have shape ({self.n_labels},), got {label_weights.shape}")
-        self.label_weights = label_weights
+        if ontology is not None and len(ontology) != self.n_labels:
+            raise ValueError(f"the ontology has {len(ontology)} labels, the bridge {self.n_labels}")
+        self.ontology = ontology
         self._row_idx = row_label_idx
         self._row_p = row_label_p
         self._lock = threading.Lock()
@@ -233,13 +242,25 @@ class LabelBridge:
             by_seg = np.argsort(seg_of_entry, kind="stable")
             self._entry_seg, self._entry_lab = seg_of_entry[by_seg], labs[by_seg]
             df = np.diff(self._lab_seg_ptr).astype(np.float64)
+            if self.ontology is not None:
+                df = self._family_df(df)
             self.idf = (np.log((S + 1.0) / (df + 1.0)) + 1.0).astype(np.float32)
             self._idf_w = (self.idf ** self.idf_power).astype(np.float32)
-            if self.label_weights is not None:
-                self._idf_w *= self.label_weights
+            if self.ontology is not None:
+                self._idf_w[[i for i in self.ontology.ambiguous if i < n_lab]] = 0.0
             self._common = np.argsort(-df, kind="stable")[:2]
             self._seg_damp = (np.maximum(counts, 1).astype(np.float32) ** -self.label_count_power).astype(np.float32)
             self._ready = True
+
+    def _family_df(self, df: np.ndarray) -> np.ndarray:
+        """Segments carrying each label or one of its ontology descendants (see the module docstring)."""
+        out = df.copy()
+        for label, below in enumerate(self.ontology.descendants):
+            fam = [c for c in below if c < self.n_labels]
+            if fam:
+                segs = [self._lab_segs[self._lab_seg_ptr[c]:self._lab_seg_ptr[c + 1]] for c in [label, *fam]]
+                out[label] = np.unique(np.concatenate(segs)).size
+        return out
 
     def _candidate_rows(self, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """All rows of the candidate segments and, for each, its position in ``cand``."""

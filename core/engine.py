@@ -114,7 +114,7 @@ class Engine:
             ranker = Ranker(build)
             _ = build.ann  # load the searcher before swapping so queries never wait on it
             ontology = _ontology(build, self.settings)
-            bridge = LabelBridge.from_build(build, label_weights=ontology.search_weights()).warm()
+            bridge = LabelBridge.from_build(build, ontology=ontology).warm()
             self._loaded = _Loaded(build, ranker, bridge, tuple(build.label_info["mids"]), ontology)
             return True
 

@@ -102,19 +102,6 @@ class Ontology:
     def __len__(self) -> int:
         return len(self.names)
 
-    def specificity(self) -> np.ndarray:
-        """``[labels]`` weight ``(1 + descendants) ** -0.5``: 1 for a leaf ("Chainsaw"), 0.11 for
-        "Vehicle". A label that stands for n other classes is a disjunction of them, so matching it
-        says less about *which* sound it is — the ontology's own idf, which label frequency alone
-        cannot give on a balanced index (every leaf of bal_train has ~60 clips)."""
-        return (1.0 + np.array([len(d) for d in self.descendants], dtype=np.float32)) ** -0.5
-
-    def search_weights(self) -> np.ndarray:
-        """``[labels]`` per-label weight for ranking by labels: :meth:`specificity`, 0 for ambiguous labels."""
-        w = self.specificity()
-        w[list(self.ambiguous)] = 0.0
-        return w
-
 
 def ambiguous_labels(mids: Sequence[str], ontology_json: Path | None) -> frozenset[int]:
     """Indices (in ``mids`` order) of the labels ``ontology.json`` restricts as ``blacklist``."""

@@ -227,3 +227,45 @@ def test_synthesized_audio_finds_segments_of_its_family(kind, root, index_bridge
     for h, info in zip(hits, infos):
         assert 0 <= h.second < info.n_seconds
         assert build.row_segment[h.row] == h.segment and build.row_second[h.row] == h.second
+
+
+# -- the ontology rules (core.heard.Ontology given to the bridge) -----------------------------------
+def _ontology(ambiguous: tuple[int, ...] = ()):
+    from core.heard import Ontology
+
+    names = [f"label {i}" for i in range(527)]
+    names[DOG], names[BARK], names[CAT] = "Dog", "Bark", "Cat"
+    return Ontology.from_children(names, {DOG: [BARK]}, ambiguous)
+
+
+def _dog_bark_cat_index() -> tuple[list[list[int]], np.ndarray, np.ndarray, np.ndarray]:
+    """Segment 0 is labelled Dog only, segment 1 Bark only, segment 2 Cat; then speech fillers."""
+    seg_labels = [[DOG], [BARK], [CAT]] + [[SPEECH]] * 20
+    probs = np.zeros((len(seg_labels) * 2, 527), np.float32)
+    for s, labs in enumerate(seg_labels):
+        probs[2 * s:2 * s + 2, labs] = 0.8
+    row_segment = np.repeat(np.arange(len(seg_labels), dtype=np.int32), 2)
+    row_second = np.tile(np.arange(2, dtype=np.int16), len(seg_labels))
+    return seg_labels, probs, row_segment, row_second
+
+
+def test_family_idf_counts_segments_labelled_with_a_descendant():
+    seg_labels, probs, rs, rsec = _dog_bark_cat_index()
+    plain = LabelBridge.from_dense(probs, rs, rsec, seg_labels).warm()
+    bridge = LabelBridge.from_dense(probs, rs, rsec, seg_labels, ontology=_ontology()).warm()
+    # Dog's document frequency counts the Bark segment too (a bark is a dog sound), so Dog is the
+    # commoner, less telling label; leaves are unchanged.
+    assert plain.idf[DOG] == plain.idf[BARK]
+    assert bridge.idf[DOG] < bridge.idf[BARK] == plain.idf[BARK]
+    # Equal confidence in the parent and the child: the segment with the child comes first.
+    hits = bridge.search(_profile(dog=0.5, bark=0.5), top=2)
+    assert [h.segment for h in hits] == [1, 0]
+
+
+def test_ambiguous_labels_weigh_nothing():
+    seg_labels, probs, rs, rsec = _dog_bark_cat_index()
+    bridge = LabelBridge.from_dense(probs, rs, rsec, seg_labels, ontology=_ontology(ambiguous=(CAT,)))
+    hits = bridge.search(_profile(cat=0.9, dog=0.3), top=3)
+    assert hits[0].segment == 0 and 2 not in {h.segment for h in hits}
+    with pytest.raises(ValueError):
+        LabelBridge.from_dense(probs[:, :500], rs, rsec, seg_labels, ontology=_ontology())
