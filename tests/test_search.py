@@ -166,3 +166,21 @@ def test_word_coverage_prefers_all_words_over_many_labels(audioset_meta: Path):
     many, both = _word_coverage(labels, "dog barking", seg, idx, 2)
     assert both > many and both == pytest.approx(1.0)
     assert _word_coverage(labels, "dog", seg, idx, 2) is None  # one word: the plain sum decides
+
+
+def test_heard_is_the_querys_own_label_head_prediction_not_its_neighbours(engine: Engine):
+    """VGGish mode: "heard" comes from the label head on the query's vectors (core.heard's policy),
+    while ranking may also use the acoustic neighbours' labels."""
+    from core.heard import heard
+
+    loaded = engine._current()
+    r = loaded.ranker
+    assert r.params.w_knn > 0  # ranking does mix the neighbours' labels in
+    _, vec = _clip(engine, skip=11)
+    q = vec[2:7]
+    hits, probs = r.search(q, 5)
+    own = loaded.build.labelhead.predict_clip(q)
+    np.testing.assert_array_equal(probs, own)
+    resp = engine.search(Query(kind="embeddings", embeddings=q, top=5, live_check=False))
+    assert resp.heard == heard(own, loaded.ontology)
+    assert 1 <= len(resp.heard) <= 5 and all(0 <= h.score <= 1 for h in resp.heard)
