@@ -1,149 +1,27 @@
-"""YAMNet: what a query sounds like, in AudioSet's own label space, without VGGish weights.
-
-YAMNet's 521 classes are AudioSet ontology labels, so its per-window scores can be scattered into
-AudioSet's 527 indices (by label id, the ``mid``) and compared with the labels the index carries.
-That makes it the *label bridge*: a query can be answered when the VGGish checkpoint is absent, and
-every audio reply can say what was heard.
-
-Two model layouts are accepted, told apart by their tensors rather than by file name:
-
-* **window** models take exactly one 0.975 s window (15,600 samples, ``[1, 15600]`` or ``[15600]``)
-  and give ``[1, 521]`` scores — the converted copy in ``shared/data/yamnet/`` and the official
-  ``lite-model/yamnet/classification/tflite/1``. We frame the waveform ourselves (0.975 s windows,
-  0.48 s hop, the tail zero-padded into one last window — the official model's own padding rule, so
-  both layouts give the same number of windows for the same audio) and invoke once per window.
-* **waveform** models take a variable-length waveform ``[n]`` and give ``[frames, 521]`` scores plus
-  embeddings and a spectrogram — the official ``lite-model/yamnet/tflite/1``. We pad the waveform to
-  the same window grid and invoke once.
-
-Interpreter: ``ai_edge_litert`` (LiteRT) is used; ``tf.lite.Interpreter`` only as a fallback when
-LiteRT is not installed. Measured here (2-core AVX2, converted model, one window): LiteRT 1.33–1.49 ms
-median vs tf.lite 1.54–1.79 ms, in either import order next to tensorflow-cpu 2.20 + scann 1.4.2;
-LiteRT imports in ~10 ms without importing TensorFlow (a YAMNet-only process skips TF's ~2.5 s
-start-up), and TF 2.20 deprecates ``tf.lite.Interpreter`` with a warning on every interpreter.
-(The two runtimes differ by up to 0.012 in a score: different XNNPACK builds, not a bug.)
-
-Thread safety: a TFLite interpreter holds mutable tensors, so each thread gets its own interpreter
-(built from model bytes read once; ~1 ms) with one XNNPACK thread — concurrent queries then use the
-cores instead of serialising on a lock (two XNNPACK threads were no faster for one 20-window query
-on this machine: 77–157 ms vs 82–124 ms under load). A warm 10 s voice note (20 windows) takes
-~40 ms (bench/yamnet.py).
-"""
+"""The YAMNet model object: scores per window, the same in AudioSet's label order, what a clip is
+heard as (core.heard's policy), and a per-path cache so every caller shares one loaded model."""
 
 from __future__ import annotations
 
-import csv
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.errors import BadQueryError, ModelFileError, ModelMissingError
+from core.errors import ModelFileError, ModelMissingError
 from core.heard import Ontology, clip_scores
 from core.heard import heard as heard_policy
 from core.results import Heard
+from core.yamnet.classmap import ClassMap, audioset_index_map, read_audioset_labels, read_class_map
+from core.yamnet.framing import as_waveform
+from core.yamnet.params import AUDIOSET_LABELS_NAME, CLASS_MAP_NAME, ONTOLOGY_NAME
+from core.yamnet.runner import Runner, interpreter_class
 
 if TYPE_CHECKING:
     from core.config import Settings
-
-SAMPLE_RATE = 16000
-#: 0.975 s: the 0.96 s patch of 96 log-mel frames plus the 25 ms STFT window minus one 10 ms hop.
-WINDOW_SAMPLES = 15600
-#: 0.48 s between windows (YAMNet's ``patch_hop_seconds``).
-HOP_SAMPLES = 7680
-YAMNET_CLASSES = 521
-AUDIOSET_CLASSES = 527
-EMBEDDING_SIZE = 1024
-
-CLASS_MAP_NAME = "yamnet_class_map.csv"
-AUDIOSET_LABELS_NAME = "class_labels_indices.csv"
-
-ONTOLOGY_NAME = "ontology.json"
-
-
-@dataclass(frozen=True)
-class ClassMap:
-    """YAMNet's classes and where each lands among AudioSet's indices."""
-
-    mids: tuple[str, ...]
-    names: tuple[str, ...]
-    #: ``[521]`` AudioSet index of each YAMNet class, -1 where AudioSet has no such mid.
-    to_audioset: np.ndarray | None = None
-    audioset_names: tuple[str, ...] = ()
-
-
-def read_class_map(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(mids, display names) of ``yamnet_class_map.csv`` (index,mid,display_name; CRLF is fine)."""
-    rows = _read_label_csv(path, "YAMNet class map")
-    if len(rows) != YAMNET_CLASSES:
-        raise ModelFileError(f"YAMNet class map {path} has {len(rows)} classes, expected {YAMNET_CLASSES}")
-    return tuple(r[0] for r in rows), tuple(r[1] for r in rows)
-
-
-def read_audioset_labels(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(mids, display names) of AudioSet's ``class_labels_indices.csv``, in index order."""
-    rows = _read_label_csv(path, "AudioSet label list")
-    return tuple(r[0] for r in rows), tuple(r[1] for r in rows)
-
-
-def _read_label_csv(path: Path, what: str) -> list[tuple[str, str]]:
-    path = Path(path)
-    if not path.is_file():
-        raise ModelMissingError(f"{what} not found at {path}")
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            rows = sorted(((int(r["index"]), r["mid"].strip(), r["display_name"].strip()) for r in reader))
-    except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as exc:
-        raise ModelFileError(f"{what} {path} is not an index,mid,display_name CSV ({exc})") from None
-    if [r[0] for r in rows] != list(range(len(rows))):
-        raise ModelFileError(f"{what} {path} does not number its classes 0..{len(rows) - 1}")
-    return [(r[1], r[2]) for r in rows]
-
-
-def audioset_index_map(yamnet_mids: Sequence[str], audioset_mids: Sequence[str]) -> np.ndarray:
-    """``[521]`` int: the AudioSet index of each YAMNet class by mid (-1 when AudioSet lacks it)."""
-    where = {mid: i for i, mid in enumerate(audioset_mids)}
-    return np.array([where.get(mid, -1) for mid in yamnet_mids], dtype=np.int64)
-
-
-def frame_count(num_samples: int) -> int:
-    """Windows YAMNet yields for ``num_samples``: short input is one window, the tail gets its own."""
-    if num_samples <= WINDOW_SAMPLES:
-        return 1
-    return 1 + -(-(num_samples - WINDOW_SAMPLES) // HOP_SAMPLES)
-
-
-def pad_to_windows(samples: np.ndarray) -> np.ndarray:
-    """Zero-pad so the waveform covers exactly ``frame_count`` windows (the official padding rule)."""
-    n = frame_count(len(samples))
-    want = (n - 1) * HOP_SAMPLES + WINDOW_SAMPLES
-    if len(samples) == want:
-        return samples
-    return np.pad(samples, (0, want - len(samples)))
-
-
-def frame_windows(samples: np.ndarray) -> np.ndarray:
-    """``[n, 15600]`` view of 0.975 s windows every 0.48 s (after :func:`pad_to_windows`)."""
-    padded = pad_to_windows(samples)
-    n = frame_count(len(samples))
-    return np.lib.stride_tricks.as_strided(
-        padded, shape=(n, WINDOW_SAMPLES), strides=(HOP_SAMPLES * padded.strides[0], padded.strides[0]), writeable=False
-    )
-
-
-def _interpreter_class() -> Any:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter
-    except ImportError:  # pragma: no cover - only when LiteRT is not installed
-        import tensorflow as tf
-
-        return tf.lite.Interpreter
 
 
 class YamnetModel:
@@ -176,7 +54,7 @@ class YamnetModel:
         )
         self.mids, self.names = read_class_map(self.class_map_path)
         self._content = self.model_path.read_bytes()
-        self._interpreter_cls = _interpreter_class()
+        self._interpreter_cls = interpreter_class()
         self._local = threading.local()
         self._map_lock = threading.Lock()
         self._to_audioset: np.ndarray | None = None
@@ -196,10 +74,10 @@ class YamnetModel:
     def has_embeddings(self) -> bool:
         return self._runner().embeddings_index is not None
 
-    def _runner(self) -> _Runner:
+    def _runner(self) -> Runner:
         runner = getattr(self._local, "runner", None)
         if runner is None:
-            runner = _Runner(self._interpreter_cls, self._content, self.model_path)
+            runner = Runner(self._interpreter_cls, self._content, self.model_path)
             self._local.runner = runner
         return runner
 
@@ -346,7 +224,7 @@ class YamnetModel:
             return None
 
     def _run(self, samples_16k: np.ndarray, want_embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        samples = _as_waveform(samples_16k)
+        samples = as_waveform(samples_16k)
         return self._runner().run(samples, want_embeddings)
 
 
@@ -363,111 +241,6 @@ class Listening:
     #: ``[sounding windows, labels]`` probabilities in AudioSet (or the given ``label_mids``) order
     #: for the label bridge, Silence zeroed; None when no AudioSet label list is known.
     probs: np.ndarray | None
-
-
-def _as_waveform(samples: np.ndarray) -> np.ndarray:
-    x = np.asarray(samples)
-    if x.ndim == 2 and 1 in x.shape:
-        x = x.reshape(-1)
-    if x.ndim != 1:
-        raise BadQueryError(f"YAMNet needs mono samples (one dimension), got shape {x.shape}")
-    if x.size == 0:
-        raise BadQueryError("YAMNet got no audio samples")
-    if x.dtype.kind in "iu":
-        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max)
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise BadQueryError("audio samples contain NaN or infinity")
-    return x
-
-
-class _Runner:
-    """One thread's interpreter, with the tensor indices YAMNet's layout needs."""
-
-    def __init__(self, interpreter_cls: Any, content: bytes, path: Path):
-        try:
-            try:
-                self.it = interpreter_cls(model_content=content, num_threads=1)
-            except TypeError:  # pragma: no cover - runtimes without num_threads
-                self.it = interpreter_cls(model_content=content)
-            self.it.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelFileError(f"YAMNet model {path} is not a usable TFLite file: {first}") from None
-        inputs = self.it.get_input_details()
-        outputs = self.it.get_output_details()
-        if len(inputs) != 1:
-            raise ModelFileError(f"YAMNet model {path} has {len(inputs)} inputs, expected one waveform input")
-        self.inp = inputs[0]
-        signature = list(self.inp.get("shape_signature", self.inp["shape"]))
-        if any(d == -1 for d in signature):
-            if len(signature) != 1:
-                raise ModelFileError(f"YAMNet model {path} has a variable input of shape {signature}, expected [n]")
-            self.layout = "waveform"
-            self.current_len = int(self.inp["shape"][0])
-        else:
-            if int(np.prod(signature)) != WINDOW_SAMPLES:
-                raise ModelFileError(
-                    f"YAMNet model {path} takes input of shape {signature}, expected {WINDOW_SAMPLES} samples"
-                )
-            self.layout = "window"
-            self.window_shape = tuple(int(d) for d in self.inp["shape"])
-        self.scores_index = self.embeddings_index = None
-        for d in outputs:
-            last = int(d["shape"][-1]) if len(d["shape"]) else 0
-            if last == YAMNET_CLASSES and self.scores_index is None:
-                self.scores_out = d
-                self.scores_index = d["index"]
-            elif last == EMBEDDING_SIZE and self.embeddings_index is None:
-                self.embeddings_index = d["index"]
-        if self.scores_index is None:
-            shapes = [list(d["shape"]) for d in outputs]
-            raise ModelFileError(f"YAMNet model {path} has no [.., {YAMNET_CLASSES}] scores output (outputs {shapes})")
-        self.in_quant = self._quant(self.inp)
-        self.out_quant = self._quant(self.scores_out)
-
-    @staticmethod
-    def _quant(detail: dict) -> tuple[float, int] | None:
-        if detail["dtype"] in (np.float32, np.float64):
-            return None
-        scale, zero = detail.get("quantization", (0.0, 0))
-        return (float(scale) or 1.0, int(zero))
-
-    def _set_input(self, x: np.ndarray) -> None:
-        if self.in_quant is not None:
-            scale, zero = self.in_quant
-            info = np.iinfo(self.inp["dtype"])
-            x = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(self.inp["dtype"])
-        self.it.set_tensor(self.inp["index"], x)
-
-    def _scores(self) -> np.ndarray:
-        s = self.it.get_tensor(self.scores_index)
-        if self.out_quant is not None:
-            scale, zero = self.out_quant
-            s = (s.astype(np.float32) - zero) * scale
-        return np.array(s, dtype=np.float32).reshape(-1, YAMNET_CLASSES)
-
-    def run(self, samples: np.ndarray, want_embeddings: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.layout == "window":
-            windows = frame_windows(samples)
-            out = np.empty((len(windows), YAMNET_CLASSES), dtype=np.float32)
-            for k, window in enumerate(windows):
-                self._set_input(np.ascontiguousarray(window).reshape(self.window_shape))
-                self.it.invoke()
-                out[k] = self._scores()[0]
-            return out, None
-        padded = pad_to_windows(samples)
-        if len(padded) != self.current_len:
-            self.it.resize_tensor_input(self.inp["index"], [len(padded)], strict=True)
-            self.it.allocate_tensors()
-            self.current_len = len(padded)
-        self._set_input(padded)
-        self.it.invoke()
-        scores = self._scores()
-        emb = None
-        if want_embeddings and self.embeddings_index is not None:
-            emb = np.array(self.it.get_tensor(self.embeddings_index), dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
-        return scores, emb
 
 
 # -- loading with a per-path cache -----------------------------------------------------------------
