@@ -143,7 +143,7 @@ def main() -> None:
         q_probs.append(head.predict(query["vectors"][rows]))
     truths = [set(query["labels"][s].tolist()) for s in qsegs]
 
-    def evaluate(bridge: LabelBridge, probs_list, name: str, pool: str = "top") -> dict:
+    def evaluate(bridge: LabelBridge, probs_list, name: str, pool: str = "mean") -> dict:
         bridge.warm()
         p5, s5, times = [], [], []
         for probs, truth in zip(probs_list, truths):
@@ -164,12 +164,12 @@ def main() -> None:
     t = time.time()
     default = LabelBridge(*args_common, ontology=onto).warm()
     out["bridge_prepare_s"] = round(time.time() - t, 2)
-    results = [evaluate(default, q_probs, "default (top-3 pooling, ontology: family idf, ambiguous labels 0;"
+    results = [evaluate(default, q_probs, "default (mean pooling, ontology: family idf, ambiguous labels 0;"
                                           " clip labels → 150 candidates → 0.95 label + 0.05 geo row)")]
     plain = LabelBridge(*args_common)
     results.append(evaluate(plain, q_probs, "before issue 13: mean pooling, no ontology", pool="mean"))
-    results.append(evaluate(plain, q_probs, "top-3 pooling, no ontology"))
-    results.append(evaluate(default, q_probs, "mean pooling, ontology", pool="mean"))
+    results.append(evaluate(plain, q_probs, "top-3 pooling, no ontology", pool="top"))
+    results.append(evaluate(default, q_probs, "top-3 pooling, ontology", pool="top"))
     variants = {
         "labels only (ties by index order)": dict(label_weight=1.0),
         "label 0.85 + geo": dict(label_weight=0.85),
@@ -272,8 +272,8 @@ def same_split_as_evaluate(max_queries: int, seed: int = 0, holdout: float = 0.1
         methods = {
             "core.search (ANN votes + label head)": lambda q: [h.segment for h in ranker.search(q, 15)[0]],
             "bridge (head per-second probs)": lambda q: [h.segment for h in bridge.search(head.predict(q), 15)],
-            "bridge before issue 13 (mean pooling, idf only)":
-                lambda q: [h.segment for h in plain.search(head.predict(q), 15, pool="mean")],
+            "bridge, top-3 pooling (left out)": lambda q: [h.segment for h in bridge.search(head.predict(q), 15, pool="top")],
+            "bridge before issue 13 (no ontology)": lambda q: [h.segment for h in plain.search(head.predict(q), 15)],
             "bridge, share rule": lambda q: [h.segment for h in share.search(head.predict(q), 15)],
         }
         for name, fn in methods.items():

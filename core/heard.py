@@ -26,8 +26,9 @@ scores pooled by :func:`clip_scores`: the mean of each label's best :data:`POOL_
 plain mean lets a two-second bark in a ten-second note fade to a fifth of its strength; a plain max
 lets one odd window speak for the clip (measured on a synthesized chirp: Synthesizer 0.89, Keyboard
 0.82 above Music). An event of about a second or more covers two or three windows, so the mean of
-the best three keeps it at full strength while one stray window is outvoted. The label bridge
-ranks with the same clip scores, so what is heard and what is searched for are one profile.
+the best three keeps it at full strength while one stray window is outvoted. (Ranking is another
+question — results should sound like the note as a whole — so the label bridge keeps the mean; see
+core.bridge.query_profile for the measurements.)
 """
 
 from __future__ import annotations

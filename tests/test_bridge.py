@@ -69,10 +69,10 @@ def test_each_family_finds_its_own_segment():
 
 def test_per_window_probabilities_are_pooled():
     bridge, _ = _toy()
-    # A cat for three windows of a six-window note: the default keeps each label's best three.
+    # A cat for three windows of a six-window note: "top" keeps each label's best three (the heard profile).
     windows = np.stack([_profile(cat=0.9), _profile(cat=0.7), _profile(cat=0.8)] + [_profile(speech=0.1)] * 3)
-    np.testing.assert_allclose(query_profile(windows), _profile(cat=0.8, speech=0.1), rtol=1e-6)
-    np.testing.assert_allclose(query_profile(windows, "mean"), windows.mean(0))
+    np.testing.assert_allclose(query_profile(windows, "top"), _profile(cat=0.8, speech=0.1), rtol=1e-6)
+    np.testing.assert_allclose(query_profile(windows), windows.mean(0))
     np.testing.assert_allclose(query_profile(windows, "max"), windows.max(0))
     assert bridge.search(windows, top=1)[0].segment == 1
 
