@@ -22,8 +22,9 @@ def test_after_warm_up_the_first_audio_query_loads_no_model(small_index_dir, aud
                                                             tmp_path, monkeypatch):
     from core import yamnet
     from core.engine import Engine
+    from core.yamnet import model as yamnet_model
 
-    monkeypatch.setattr(yamnet, "_CACHE", {})  # no model loaded by an earlier test in this process
+    monkeypatch.setattr(yamnet_model, "_CACHE", {})  # no model loaded by an earlier test in this process
     engine = Engine(_settings(small_index_dir, audioset_meta, yamnet_model_path))
     engine.warm_up(audio=True)
 
