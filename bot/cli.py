@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("--progress-json", action="store_true",
                          help="machine-readable: one JSON progress event per line on stdout, then a "
                          'final {"event": "report", ...} line (what the bot\'s /index refresh reads)')
-    refresh.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    refresh.add_argument("--bot-child", action="store_true", help=argparse.SUPPRESS)
 
     # search ----------------------------------------------------------------------------
     search = sub.add_parser(

@@ -6,8 +6,9 @@ down (issue 11 #1). The refresh now runs as ``python -m bot.cli index refresh --
 its own session (process group): the bot's loop only reads its stdout lines, its crash cannot take
 the bot with it, and stopping it stops its pool workers too (``killpg``). The child holds the data
 directory's refresh lock itself, so the CLI and every bot process see a refresh in progress.
-The child also watches its stdin pipe: if the bot dies without a word (SIGKILL), the pipe closes
-and the child stops its group, so no orphan keeps a gigabyte of pool workers alive.
+The child runs at a lower CPU priority (nice 10) so a rebuild gives way to the replies, and it
+watches its stdin pipe: if the bot dies without a word (SIGKILL), the pipe closes and the child
+stops its group, so no orphan keeps a gigabyte of pool workers alive.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def child_command(settings: Settings, options: Mapping[str, Any] | None = None) 
     (``rate_per_s``, ``concurrency``, ``timeout_s``) as flags."""
     options = dict(options or {})
     cmd = [sys.executable, "-m", "bot.cli", "index", "refresh", "--index", str(Path(settings.data_dir).resolve()),
-           "--progress-json", "--exit-with-parent"]
+           "--progress-json", "--bot-child"]
     if "rate_per_s" in options:
         cmd += ["--rate", str(options.pop("rate_per_s") or 0)]
     if "concurrency" in options:

@@ -390,3 +390,45 @@ async def test_refresh_never_blocks_the_loop_on_a_locked_cache(fake, tmp_path, m
     report = await asyncio.wait_for(task, 120)
     assert report.checked == 3
     assert set(LivenessCache(path).get_many(vids)) == set(vids)
+
+
+def test_a_bot_child_stops_with_its_whole_group_when_the_bot_goes(tmp_path, small_index_dir):
+    """The bot's refresh child watches its stdin pipe: when the bot dies (even by SIGKILL, which
+    runs no clean-up) the pipe closes and the child ends itself and its workers: no orphans."""
+    from bot.refresh_process import group_members
+    from core.index.lock import refresh_holder
+
+    data = copy_data_dir(small_index_dir, tmp_path / "data")
+    held = open_current_ids(data)[0]
+    with FakeOEmbed() as server:
+        server.hold(held)
+        env = {**os.environ, "YOUTUBE_OEMBED_URL": server.url, "PYTHONPATH": str(PROJECT_ROOT)}
+        child = subprocess.Popen([sys.executable, "-m", "bot.cli", "index", "refresh", "--index", str(data),
+                                  "--progress-json", "--bot-child", "--rate", "0", "--timeout", "3600"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 env=env, start_new_session=True)
+        try:
+            assert json.loads(child.stdout.readline())["event"] == "progress"  # it is running
+            assert refresh_holder(data) == child.pid
+            # it gives way to the serving bot on the CPU
+            assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+            child.stdin.close()  # what the kernel does to the pipe when the bot dies
+            assert child.wait(timeout=60) == -signal.SIGTERM
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+            server.release()
+            child.stdout.close()
+            child.stderr.close()
+    deadline = time.monotonic() + 60
+    while group_members(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert group_members(child.pid) == []
+    assert refresh_holder(data) is None
+
+
+def open_current_ids(data: Path) -> list[str]:
+    from core.index.store import open_current
+
+    return sorted(open_current(data).video_ids())

@@ -40,7 +40,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise BadQueryError("--concurrency must be at least 1 and --rate 0 or more")
     if timeout is None or timeout <= 0:
         raise BadQueryError("--timeout must be more than 0 seconds")
-    if getattr(args, "exit_with_parent", False):
+    if getattr(args, "bot_child", False):
+        # Started by the bot: give way to it on the CPU (the rebuild must not slow replies down)
+        # and never outlive it.
+        os.nice(10)
         _exit_when_stdin_closes()
     progress = JsonProgress(sys.stdout) if as_json else TerminalProgress()
     report = refresh_index(settings, dry_run=dry_run, progress=progress,
