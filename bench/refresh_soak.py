@@ -177,7 +177,7 @@ async def run(args: argparse.Namespace) -> dict:
     runs: list[dict] = []
     all_lag: list[float] = []
     windows: list[tuple[float, float]] = []
-    start_build = open_current(data)
+    start_build = await asyncio.to_thread(open_current, data)
     ids, start_vectors = sorted(start_build.video_ids()), start_build.size
     per_round = max(1, min(20, len(ids) // (4 * args.refreshes)))
     traffic_task = asyncio.create_task(traffic())
@@ -205,9 +205,11 @@ async def run(args: argparse.Namespace) -> dict:
             all_lag += lag
             child = cog.refresh_process
             left = group_members(child.pid) if child is not None and child.pid else []
+            # off the loop: opening a build verifies it (the bot itself never does this on its loop)
+            serving = await asyncio.to_thread(lambda: bot.engine.build.build_id)
             runs.append({
                 "ok": "✅" in end.content, "seconds": round(took, 1),
-                "switched": read_pointer(data) != before_pointer and bot.engine.build.build_id == read_pointer(data),
+                "switched": read_pointer(data) != before_pointer and serving == read_pointer(data),
                 "loop_lag_max_ms": round(max(lag, default=0) * 1000, 1),
                 "child_exit": child.proc.returncode if child is not None and child.proc else None,
                 "left_in_child_group": len(left),
