@@ -202,18 +202,20 @@ sys.stdin.read()      # hold the build's lock until the test closes our stdin
 
 def test_stale_temporaries_go_but_a_running_builds_folder_stays(tmp_path):
     data = tmp_path / "data"
-    # A build that was killed: its folder and lock file remain, the lock itself died with it.
-    killed = subprocess.Popen([sys.executable, "-c", HOLDER.format(root=str(PROJECT_ROOT), data=str(data))],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    killed_tmp = Path(killed.stdout.readline().strip())
-    (killed_tmp / "vectors.npy").write_bytes(b"\0" * 4096)
-    killed.kill()
-    killed.wait()
-    # A build still running in another process.
+    # A build still running in another process (started first: every build start cleans up).
     running = subprocess.Popen([sys.executable, "-c", HOLDER.format(root=str(PROJECT_ROOT), data=str(data))],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         running_tmp = Path(running.stdout.readline().strip())
+        # A build that was killed: its folder and lock file remain, the lock itself died with it.
+        killed = subprocess.Popen([sys.executable, "-c", HOLDER.format(root=str(PROJECT_ROOT), data=str(data))],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        killed_tmp = Path(killed.stdout.readline().strip())
+        (killed_tmp / "vectors.npy").write_bytes(b"\0" * 4096)
+        killed.kill()
+        killed.wait()
+        killed.stdin.close()
+        killed.stdout.close()
         assert killed_tmp.is_dir() and running_tmp.is_dir()
         # An old folder from before build locks (no lock file), and a fresh one (maybe just made).
         legacy, fresh = data / store.BUILDS / ".tmp-legacy", data / store.BUILDS / ".tmp-fresh"
@@ -229,19 +231,22 @@ def test_stale_temporaries_go_but_a_running_builds_folder_stays(tmp_path):
     finally:
         running.stdin.close()
         running.wait(timeout=30)
+        running.stdout.close()
     store.remove_stale_temporaries(data)  # its writer is gone now
     assert not running_tmp.exists()
 
 
-def test_build_removes_stale_temporaries_before_ingesting(tmp_path, monkeypatch):
+def test_build_removes_stale_temporaries_before_ingesting(tmp_path, audioset_meta):
     """The clean-up runs at the start of a build, even one that then fails on its sources."""
     from core.index import builder
 
     stale = tmp_path / "data" / store.BUILDS / ".tmp-20200101T000000-dead00"
     stale.mkdir(parents=True)
     (stale / store.BUILDING_LOCK).write_text("12345\n")
-    with pytest.raises(builder.BuildError):
-        builder.build_index(Settings(data_dir=tmp_path / "data"), audioset_dirs=[tmp_path / "empty"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(builder.BuildError, match="no .tfrecord files"):
+        builder.build_index(Settings(data_dir=tmp_path / "data", audioset_meta=audioset_meta),
+                            audioset_dirs=[tmp_path / "empty"])
     assert not stale.exists()
 
 

@@ -105,7 +105,10 @@ def _exit_when_stdin_closes() -> None:
         except OSError:
             pass
         try:
-            os.killpg(os.getpgrp(), signal.SIGTERM) if os.getpgrp() == os.getpid() else os.kill(os.getpid(), signal.SIGTERM)
+            if os.getpgrp() == os.getpid():  # our own group (the bot starts us as a session leader)
+                os.killpg(os.getpgrp(), signal.SIGTERM)
+            else:
+                os.kill(os.getpid(), signal.SIGTERM)
         except OSError:
             os._exit(143)
 
