@@ -190,6 +190,10 @@ def _progress_text(event: ProgressEvent | None, started: float) -> str:
     head = f"🔄 Index refresh running ({clock(time.monotonic() - started)})"
     if event is None:
         return head + " — starting…"
+    if event.stage == "done":
+        # The child's build is finished but the refresh is not until the bot has switched to it:
+        # only the final ✅ message may say "done".
+        return f"{head}\nnew build ready{f' ({event.detail})' if event.detail else ''}; switching to it…"
     if event.total:
         frac = min(1.0, event.done / event.total)
         bar = "█" * int(frac * 16) + "░" * (16 - int(frac * 16))
