@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="most YouTube requests per second (default 10: polite; 0 = no limit)")
     refresh.add_argument("--concurrency", type=int, default=8, metavar="N",
                          help="requests in flight at once (default 8)")
+    refresh.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                         help="seconds to wait for one YouTube answer (default 10)")
+    refresh.add_argument("--progress-json", action="store_true",
+                         help="machine-readable: one JSON progress event per line on stdout, then a "
+                         'final {"event": "report", ...} line (what the bot\'s /index refresh reads)')
+    refresh.add_argument("--bot-child", action="store_true", help=argparse.SUPPRESS)
 
     # search ----------------------------------------------------------------------------
     search = sub.add_parser(

@@ -4,12 +4,16 @@
 call from several worker threads; ``Engine.answer`` runs it in an executor and then, when asked,
 lets the liveness checker drop dead videos. The current build is re-checked cheaply on every
 query (``reload``), so a rebuild swapped in by ``index build``/``refresh`` is picked up without a
-restart, while searches already running keep the build they started with.
+restart, while searches already running keep the build they started with. A build is verified
+when it is loaded (``store.open_current`` falls back to the newest intact build), and the sizes of
+its memory-mapped files are re-checked before every query, so a file truncated under the running
+process gives a clean IndexBrokenError or a fallback, never a SIGBUS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 import time
@@ -19,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from core.errors import BadQueryError, IndexMissingError, ModelMissingError
+from core.errors import BadQueryError, IndexBrokenError, IndexMissingError, ModelMissingError
 from core.index import store
 from core.index.library import timestamped_url
 from core.results import VIDEO_ID_RE, Match, Query, QueryInfo, SearchResponse, youtube_url
@@ -27,6 +31,8 @@ from core.bridge import LabelBridge
 from core.heard import Ontology
 from core.heard import heard as heard_policy
 from core.search import Hit, Ranker
+
+log = logging.getLogger("echovids.engine")
 
 _T_PARTS = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 OVERFETCH = 3
@@ -79,6 +85,7 @@ class _Loaded:
     bridge: LabelBridge              # label view of the build, for queries YAMNet hears
     label_mids: tuple[str, ...]
     ontology: Ontology               # the build's labels for the one "heard" policy (core.heard)
+    pointer: str | None = None       # what CURRENT said when this was loaded (differs on fallback)
 
 
 class Engine:
@@ -97,26 +104,52 @@ class Engine:
 
     # -- the build -------------------------------------------------------------------------------
     def reload(self) -> bool:
-        """Switch to the current build if the pointer changed; True when a new build was loaded."""
+        """Switch to the current build if the pointer changed or the loaded build got damaged;
+        True when a new build was loaded.
+
+        Cheap when nothing changed (one small read and a few ``stat`` calls), so it runs before
+        every query. Opening a build verifies it; a damaged current build is replaced by the newest
+        intact one (logged at WARNING), and a loaded build whose files changed size is dropped
+        before anything reads its memory maps again.
+        """
         name = store.read_pointer(Path(self.settings.data_dir))
         loaded = self._loaded
-        if loaded is not None and name == loaded.build.build_id:
-            return False
-        if name is None:
-            if loaded is None:
-                raise IndexMissingError(f"no index in {self.settings.data_dir}; run `echovids index build` first")
-            return False  # keep serving what we have
+        if loaded is not None and self._intact(loaded) and name in (None, loaded.pointer):
+            return False  # unchanged (or the pointer vanished: keep serving what we have)
+        if name is None and loaded is None:
+            raise IndexMissingError(f"no index in {self.settings.data_dir}; run `echovids index build` first")
         with self._lock:
             loaded = self._loaded
-            if loaded is not None and name == loaded.build.build_id:
+            intact = loaded is not None and self._intact(loaded)
+            if intact and name in (None, loaded.pointer):
                 return False
-            build = store.open_current(Path(self.settings.data_dir))
+            if not intact:
+                self._loaded = None  # never touch a damaged build's maps again
+            try:
+                build = store.open_current(Path(self.settings.data_dir))
+            except IndexMissingError as err:
+                if intact:
+                    log.warning("keeping index build %s: the current one cannot be used (%s)",
+                                loaded.build.build_id, err)
+                    loaded.pointer = name
+                    return False
+                raise
             ranker = Ranker(build)
             _ = build.ann  # load the searcher before swapping so queries never wait on it
             ontology = _ontology(build, self.settings)
             bridge = LabelBridge.from_build(build, ontology=ontology).warm()
-            self._loaded = _Loaded(build, ranker, bridge, tuple(build.label_info["mids"]), ontology)
+            self._loaded = _Loaded(build, ranker, bridge, tuple(build.label_info["mids"]), ontology,
+                                   build.pointer)
             return True
+
+    @staticmethod
+    def _intact(loaded: _Loaded) -> bool:
+        try:
+            loaded.build.check_sizes()
+        except IndexBrokenError as err:
+            log.warning("%s; looking for an intact build", err)
+            return False
+        return True
 
     def _current(self) -> _Loaded:
         self.reload()

@@ -1,17 +1,22 @@
-"""Query-time filtering: dead videos dropped and replaced, titles shown, budget never exceeded."""
+"""Query-time filtering: dead videos dropped and replaced, titles shown, budget never exceeded.
+
+No test depends on machine speed: time that matters (TTLs, Retry-After pauses) comes from a fake
+clock, answers that must be "late" are *held* by the fake server until the test releases them,
+and background cache writes are awaited (``drain``) instead of slept on.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
 from core.config import Settings
 from core.liveness import TTL, LivenessCache, LivenessChecker
 from core.results import Match, youtube_url
+from tests.fakes.clock import FakeClock
 from tests.fakes.oembed_server import (
-    GONE, INVALID, MALFORMED, PRIVATE, RESET, UNEMBEDDABLE, FakeOEmbed, Reply, error, ratelimit, slow,
+    GONE, INVALID, MALFORMED, PRIVATE, RESET, UNEMBEDDABLE, FakeOEmbed, Reply, error, ratelimit,
 )
 
 
@@ -36,6 +41,7 @@ async def fake():
     server = FakeOEmbed()
     await server.start()
     yield server
+    server.release()
     await server.stop()
 
 
@@ -101,7 +107,7 @@ async def test_cache_hit_sends_nothing(fake, checker, tmp_path):
     cands = matches("gone", "a", "b", "c")
     fake.script(vid("gone"), GONE)
     first = await checker.filter(cands, want=3, budget_s=5)
-    await asyncio.sleep(0.1)  # cache writes happen on a worker thread
+    await checker.drain()  # cache writes happen on a worker thread: wait for them, not for a while
     sent = fake.total_requests
     second = await checker.filter(cands, want=3, budget_s=5)
     assert fake.total_requests == sent
@@ -111,16 +117,18 @@ async def test_cache_hit_sends_nothing(fake, checker, tmp_path):
 
 
 async def test_ttl_expiry_triggers_a_new_check(fake, tmp_path):
+    clock = FakeClock()
     c = LivenessChecker(Settings(data_dir=tmp_path, youtube_oembed_url=fake.url), rate_per_s=None,
-                        ttl=TTL(live=0.3))
+                        ttl=TTL(live=300), clock=clock)
     try:
         fake.script(vid("a"), Reply("live", title="Before"), GONE)
         out = await c.filter(matches("a", "b"), want=1, budget_s=5)
         assert out[0].title == "Before"
-        await asyncio.sleep(0.1)
+        await c.drain()
+        clock.advance(299)
         assert (await c.filter(matches("a", "b"), want=1, budget_s=5))[0].video_id == vid("a")
         assert fake.requests[vid("a")] == 1  # fresh: from the cache
-        await asyncio.sleep(0.4)
+        clock.advance(2)
         out = await c.filter(matches("a", "b"), want=1, budget_s=5)
         assert fake.requests[vid("a")] == 2  # expired: asked again, and now it is gone
         assert [m.video_id for m in out] == [vid("b")]
@@ -129,38 +137,31 @@ async def test_ttl_expiry_triggers_a_new_check(fake, tmp_path):
 
 
 async def test_slow_server_cannot_stretch_the_budget(fake, checker):
-    fake.latency_s = 0.0
-    for name in ("s1", "s2", "s3", "s4"):
-        fake.script(vid(name), slow(1.5))
+    slow_ones = [vid(n) for n in ("s1", "s2", "s3", "s4")]
+    for v in slow_ones:
+        fake.hold(v)  # they answer only when released: certainly after any budget
     fake.script(vid("gone"), GONE)
     cands = matches("s1", "gone", "s2", "fast", "s3", "s4")
-    t0 = time.monotonic()
-    out = await checker.filter(cands, want=3, budget_s=0.3)
-    elapsed = time.monotonic() - t0
-    assert elapsed < 0.3 + 0.1
+    out = await asyncio.wait_for(checker.filter(cands, want=3, budget_s=0.3), 60)
     assert [(m.video_id, m.live) for m in out] == [(vid("s1"), "unknown"), (vid("s2"), "unknown"),
                                                    (vid("fast"), "live")]
-    # the late answers still land in the cache, so the next query is instant and knows the truth
+    assert sum(fake.waiting[v] for v in slow_ones) >= 2  # the reply left while they were unanswered
+    # The late answers still land in the cache, so the next query knows the truth from the cache
+    # alone (budget 0: no time to ask anyone).
+    fake.release()
+    await checker.drain()
     cache = LivenessCache.for_data_dir(checker.settings.data_dir)
-    for _ in range(40):
-        entry = cache.get(vid("s1"))
-        if entry is not None:
-            break
-        await asyncio.sleep(0.1)
-    assert entry is not None and entry.state == "live"
+    assert cache.get(vid("s1")).state == "live"
     sent = fake.total_requests
-    t0 = time.monotonic()
-    out = await checker.filter(cands, want=3, budget_s=0.3)
-    assert time.monotonic() - t0 < 0.1
+    out = await checker.filter(cands, want=3, budget_s=0)
     assert [m.live for m in out] == ["live", "live", "live"]
     assert fake.total_requests == sent
 
 
 async def test_zero_budget_answers_from_cache_only(fake, checker):
-    fake.latency_s = 0.2
-    t0 = time.monotonic()
-    out = await checker.filter(matches("a", "b"), want=2, budget_s=0)
-    assert time.monotonic() - t0 < 0.05
+    fake.hold(vid("a"))
+    fake.hold(vid("b"))
+    out = await asyncio.wait_for(checker.filter(matches("a", "b"), want=2, budget_s=0), 60)
     assert [m.live for m in out] == ["unknown", "unknown"]
 
 
@@ -192,13 +193,11 @@ async def test_all_dead_returns_fewer(fake, checker):
 
 
 async def test_close_is_clean_with_checks_in_flight(fake, tmp_path):
-    fake.script(vid("slow"), slow(5))
+    fake.hold(vid("slow"))  # never answered while the checker closes
     c = LivenessChecker(Settings(data_dir=tmp_path, youtube_oembed_url=fake.url), rate_per_s=None)
     await c.filter(matches("slow"), want=1, budget_s=0.05)
-    t0 = time.monotonic()
-    await c.close()
-    assert time.monotonic() - t0 < 1.0
-    assert c.client._session is None
+    await asyncio.wait_for(c.close(), 60)  # does not wait for the answer
+    assert fake.waiting[vid("slow")] <= 1 and c.client._session is None
 
 
 async def test_unwritable_data_dir_still_answers(fake, tmp_path):
@@ -215,20 +214,29 @@ async def test_unwritable_data_dir_still_answers(fake, tmp_path):
         await c.close()
 
 
-async def test_a_short_pause_is_not_remembered_as_unknown(fake, checker):
+async def test_a_short_pause_is_not_remembered_as_unknown(fake, tmp_path):
     """Videos we skipped during a 1 s Retry-After were never asked: once the pause is over they are
     checked, not served from a cached "unknown"."""
-    fake.script(vid("rl"), ratelimit("1"), Reply("live"))
-    await checker.filter(matches("rl"), want=1, budget_s=2)
-    out = await checker.filter(matches("later"), want=1, budget_s=2)
-    assert out[0].live == "unknown" and fake.requests[vid("later")] == 0
-    await asyncio.sleep(1.1)
-    out = await checker.filter(matches("later"), want=1, budget_s=2)
-    assert out[0].live == "live" and fake.requests[vid("later")] == 1
+    clock = FakeClock()
+    checker = LivenessChecker(Settings(data_dir=tmp_path, youtube_oembed_url=fake.url), rate_per_s=None,
+                              clock=clock)
+    try:
+        fake.script(vid("rl"), ratelimit("1"), Reply("live"))
+        await checker.filter(matches("rl"), want=1, budget_s=2)
+        out = await checker.filter(matches("later"), want=1, budget_s=2)
+        assert out[0].live == "unknown" and fake.requests[vid("later")] == 0
+        await checker.drain()
+        clock.advance(1.1)  # the pause is over
+        out = await checker.filter(matches("later"), want=1, budget_s=2)
+        assert out[0].live == "live" and fake.requests[vid("later")] == 1
+    finally:
+        await checker.close()
 
 
 async def test_backlog_is_bounded_when_youtube_is_slower_than_queries(fake, checker):
-    fake.latency_s = 2.0
+    for i in range(10):
+        fake.hold(vid(f"q{i}"))
+        fake.hold(vid(f"r{i}"))
     checker.max_backlog = 4
     out = await checker.filter(matches(*[f"q{i}" for i in range(10)]), want=5, budget_s=0.2)
     assert [m.live for m in out] == ["unknown"] * 5

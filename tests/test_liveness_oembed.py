@@ -1,16 +1,20 @@
-"""The oEmbed client against the local fake: status → state, back-off, timeouts, politeness."""
+"""The oEmbed client against the local fake: status → state, back-off, timeouts, politeness.
+
+Pauses and rates are measured on a fake clock (its ``sleep`` advances time at once) and "slow"
+answers are held by the fake server until released: nothing here depends on machine speed.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
 from core.liveness.oembed import OEmbedClient, TokenBucket, parse_retry_after
 from tests.fakes.oembed_server import (
-    GONE, INVALID, LIVE, MALFORMED, PRIVATE, RESET, UNEMBEDDABLE, FakeOEmbed, Reply, error, ratelimit, slow,
+    GONE, INVALID, LIVE, MALFORMED, PRIVATE, RESET, UNEMBEDDABLE, FakeOEmbed, Reply, error, ratelimit,
 )
+from tests.fakes.clock import FakeClock
 
 VID = "dQw4w9WgXcQ"
 
@@ -20,12 +24,18 @@ async def fake():
     server = FakeOEmbed()
     await server.start()
     yield server
+    server.release()
     await server.stop()
 
 
 @pytest.fixture
-async def client(fake):
-    c = OEmbedClient(fake.url, rate_per_s=None, timeout_s=2.0)
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+async def client(fake, clock):
+    c = OEmbedClient(fake.url, rate_per_s=None, timeout_s=2.0, clock=clock)
     yield c
     await c.close()
 
@@ -65,7 +75,7 @@ async def test_not_a_video_id_costs_no_request(fake, client):
     assert fake.total_requests == 0
 
 
-async def test_429_pauses_every_request_until_retry_after(fake, client):
+async def test_429_pauses_every_request_until_retry_after(fake, client, clock):
     fake.script(VID, ratelimit("1"), LIVE)
     first = await client.check(VID)
     assert first.state == "unknown" and first.http_status == 429 and first.retry_after == pytest.approx(1.0)
@@ -74,12 +84,10 @@ async def test_429_pauses_every_request_until_retry_after(fake, client):
     assert other.state == "unknown" and other.detail == "backing off"
     assert fake.total_requests == 1
     # A caller that may wait (refresh) waits the pause out, then gets the answer.
-    t0 = time.monotonic()
+    t0 = clock.now
     again = await client.check(VID, retries=2, wait_backoff=True)
-    assert again.state == "live"
-    assert time.monotonic() - t0 >= 0.9
-    first_req, second_req = [t for v, t in fake.log if v == VID]
-    assert second_req - first_req >= 0.95  # the server saw no request inside its Retry-After window
+    assert again.state == "live" and fake.requests[VID] == 2
+    assert clock.now - t0 == pytest.approx(1.0, abs=0.01)  # it waited the pause out, and no longer
 
 
 async def test_429_without_header_still_backs_off(fake, client):
@@ -95,21 +103,20 @@ async def test_5xx_retried_with_backoff(fake, client):
     assert fake.requests[VID] == 3
 
 
-async def test_retry_after_on_503_is_honoured(fake, client):
+async def test_retry_after_on_503_is_honoured(fake, client, clock):
     fake.script(VID, error(503, retry_after="1"), LIVE)
-    t0 = time.monotonic()
+    t0 = clock.now
     result = await client.check(VID, retries=1, wait_backoff=True)
-    assert result.state == "live" and time.monotonic() - t0 >= 0.9
+    assert result.state == "live" and clock.now - t0 == pytest.approx(1.0, abs=0.01)
 
 
 async def test_timeout_is_unknown_and_bounded(fake):
-    fake.script(VID, slow(3.0))
+    fake.hold(VID)  # the server never answers while the client waits
     c = OEmbedClient(fake.url, rate_per_s=None, timeout_s=0.3)
     try:
-        t0 = time.monotonic()
-        result = await c.check(VID)
-        assert result.state == "unknown" and "timed out" in result.detail
-        assert time.monotonic() - t0 < 1.0
+        result = await asyncio.wait_for(c.check(VID), 60)
+        assert result.state == "unknown" and "timed out after 0.3 s" in result.detail
+        assert fake.completed[VID] == 0
     finally:
         await c.close()
 
@@ -124,25 +131,33 @@ async def test_connection_refused_is_unknown():
 
 
 async def test_concurrency_is_bounded(fake):
-    fake.latency_s = 0.05
     c = OEmbedClient(fake.url, concurrency=3, rate_per_s=None)
+    ids = [f"video{i:06d}" for i in range(20)]
+    for v in ids:
+        fake.hold(v)
     try:
-        ids = [f"video{i:06d}" for i in range(20)]
-        results = await asyncio.gather(*(c.check(v) for v in ids))
+        checks = asyncio.gather(*(c.check(v) for v in ids))
+        for _ in range(2000):  # until three requests are held at the server (a state, not a delay)
+            if sum(fake.waiting.values()) >= 3:
+                break
+            await asyncio.sleep(0.005)
+        assert sum(fake.waiting.values()) == 3 and fake.max_in_flight == 3  # used, and no more
+        fake.release()
+        results = await asyncio.wait_for(checks, 60)
         assert all(r.state == "live" for r in results)
-        assert fake.max_in_flight <= 3
-        assert fake.max_in_flight == 3  # and it is actually used
+        assert fake.max_in_flight == 3
     finally:
         await c.close()
 
 
-async def test_global_rate_limit(fake):
-    c = OEmbedClient(fake.url, concurrency=8, rate_per_s=20.0, burst=1)
+async def test_global_rate_limit(fake, clock):
+    c = OEmbedClient(fake.url, concurrency=8, rate_per_s=20.0, burst=1, clock=clock)
     try:
         ids = [f"video{i:06d}" for i in range(11)]
+        t0 = clock.now
         await asyncio.gather(*(c.check(v) for v in ids))
-        times = sorted(t for _, t in fake.log)
-        assert times[-1] - times[0] >= 10 / 20.0 * 0.9  # 11 requests at 20/s span ≥ 0.5 s
+        assert fake.total_requests == 11
+        assert clock.now - t0 == pytest.approx(10 / 20.0, abs=1e-6)  # 11 requests at 20/s span 0.5 s
     finally:
         await c.close()
 
@@ -180,8 +195,8 @@ def test_parse_retry_after():
 
 
 async def test_token_bucket_unlimited_is_instant():
-    b = TokenBucket(None)
-    t0 = time.monotonic()
+    clock = FakeClock()
+    b = TokenBucket(None, clock=clock)
     for _ in range(1000):
         await b.acquire()
-    assert time.monotonic() - t0 < 0.1
+    assert clock.sleeps == []  # never waits

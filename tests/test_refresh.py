@@ -262,3 +262,173 @@ def test_cli_refuses_nonsense_rate_and_concurrency(tmp_path, capsys):
     assert main(["index", "refresh", "--index", str(tmp_path), "--concurrency", "0"]) == 1
     assert capsys.readouterr().err.strip() == "echovids: --concurrency must be at least 1 and --rate 0 or more"
     assert main(["index", "refresh", "--index", str(tmp_path), "--rate", "-1"]) == 1
+
+
+# -- one refresh at a time; no blocking SQLite on the loop (issue 11 #1, #10) -------------------------
+
+def test_a_second_refresh_is_refused_while_one_holds_the_lock(fake, tmp_path, capsys):
+    from bot.cli import main
+    from core.index.lock import LockBusyError, refresh_holder, refresh_lock
+    from core.liveness.refresh import refresh_index as run
+
+    vids = ids(5)
+    assert refresh_holder(tmp_path) is None
+    with refresh_lock(tmp_path):
+        assert refresh_holder(tmp_path) == os.getpid()
+        with pytest.raises(LockBusyError, match=f"an index refresh is already running \\(pid {os.getpid()}\\)"):
+            run(settings_for(tmp_path, fake), video_ids=vids, rate_per_s=None, dry_run=True)
+        assert fake.total_requests == 0
+    assert refresh_holder(tmp_path) is None
+    assert run(settings_for(tmp_path, fake), video_ids=vids, rate_per_s=None, dry_run=True).checked == 5
+
+
+HOLD_LOCK = """
+import sys
+sys.path.insert(0, {root!r})
+from core.index.lock import refresh_lock
+with refresh_lock({data!r}):
+    print("holding", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_the_lock_is_seen_across_processes_and_dies_with_its_holder(fake, tmp_path, small_index_dir, monkeypatch, capsys):
+    """A refresh in another process (the CLI, the bot's child) is seen here; SIGKILL frees it."""
+    from bot.cli import main
+    from core.index.lock import refresh_holder
+
+    data = copy_data_dir(small_index_dir, tmp_path / "data")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK.format(root=str(PROJECT_ROOT), data=str(data))],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        assert refresh_holder(data) == holder.pid
+        monkeypatch.setenv("YOUTUBE_OEMBED_URL", fake.url)
+        assert main(["index", "refresh", "--index", str(data), "--dry-run", "--rate", "0"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"echovids: an index refresh is already running (pid {holder.pid})"]
+        assert fake.total_requests == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert refresh_holder(data) is None  # the kernel released it with the process
+
+
+def test_progress_json_is_one_event_per_line_and_a_final_report(fake, tmp_path, small_index_dir, monkeypatch, capsys):
+    from bot.cli import main
+
+    data = copy_data_dir(small_index_dir, tmp_path / "data")
+    monkeypatch.setenv("YOUTUBE_OEMBED_URL", fake.url)
+    assert main(["index", "refresh", "--index", str(data), "--dry-run", "--rate", "0", "--concurrency", "16",
+                 "--progress-json"]) == 0
+    out = capsys.readouterr()
+    events = [json.loads(line) for line in out.out.splitlines()]
+    progress, report = events[:-1], events[-1]
+    assert progress and all(e["event"] == "progress" for e in progress)
+    assert {"stage", "done", "total", "unit", "detail"} <= set(progress[0])
+    checks = [e for e in progress if e["stage"] == "check"]
+    assert checks[0]["done"] == 0 and checks[-1]["done"] == checks[-1]["total"] == report["stale"]
+    assert len(checks) < report["stale"]  # throttled: not one line per answer
+    assert report["event"] == "report" and report["dry_run"] and report["checked"] == report["stale"] > 0
+
+
+def test_json_progress_throttles_by_its_clock_and_keeps_first_and_last():
+    import io
+
+    from bot.terminal.index_refresh import JsonProgress
+
+    now = [0.0]
+    out = io.StringIO()
+    progress = JsonProgress(out, min_interval_s=1.0, clock=lambda: now[0])
+    for i in range(10):
+        progress(ProgressEvent("check", i, 10, "videos"))
+        now[0] += 0.3
+    progress(ProgressEvent("check", 10, 10, "videos"))
+    progress(ProgressEvent("scann", 0, None, "shards"))
+    progress(ProgressEvent("scann", 1, None, "shards"))  # pending: too soon after the previous line
+    progress.flush()
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert [(e["stage"], e["done"]) for e in lines] == [
+        ("check", 0), ("check", 4), ("check", 8), ("check", 10), ("scann", 0), ("scann", 1)]
+
+
+async def test_refresh_never_blocks_the_loop_on_a_locked_cache(fake, tmp_path, monkeypatch):
+    """Another process holds the liveness cache's write lock: the refresh's write waits on its
+    writer thread while the event loop keeps running, and nothing is lost once the lock goes."""
+    import asyncio
+    import sqlite3
+    import threading
+
+    from core.liveness.cache import CACHE_FILENAME
+    from core.liveness.refresh import arefresh_index
+
+    path = tmp_path / CACHE_FILENAME
+    LivenessCache(path).close()  # the schema exists, as it would beside a running bot
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")  # the write lock, held as another process would
+    writing = threading.Event()
+    real_put = LivenessCache.put
+
+    def put(self, result, now=None):
+        writing.set()
+        return real_put(self, result, now)
+
+    monkeypatch.setattr(LivenessCache, "put", put)
+    vids = ids(3)
+    task = asyncio.create_task(arefresh_index(settings_for(tmp_path, fake), video_ids=vids, dry_run=True,
+                                              rate_per_s=None, concurrency=1))
+    try:
+        assert await asyncio.to_thread(writing.wait, 60)  # a write is now waiting for the lock
+        ticked = asyncio.Event()
+        asyncio.get_running_loop().call_soon(ticked.set)
+        await asyncio.wait_for(ticked.wait(), 60)           # ...and the loop still runs callbacks
+        assert not task.done()
+        assert blocker.execute("SELECT COUNT(*) FROM checks").fetchone()[0] == 0
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    report = await asyncio.wait_for(task, 120)
+    assert report.checked == 3
+    assert set(LivenessCache(path).get_many(vids)) == set(vids)
+
+
+def test_a_bot_child_stops_with_its_whole_group_when_the_bot_goes(tmp_path, small_index_dir):
+    """The bot's refresh child watches its stdin pipe: when the bot dies (even by SIGKILL, which
+    runs no clean-up) the pipe closes and the child ends itself and its workers: no orphans."""
+    from bot.refresh_process import group_members
+    from core.index.lock import refresh_holder
+
+    data = copy_data_dir(small_index_dir, tmp_path / "data")
+    held = open_current_ids(data)[0]
+    with FakeOEmbed() as server:
+        server.hold(held)
+        env = {**os.environ, "YOUTUBE_OEMBED_URL": server.url, "PYTHONPATH": str(PROJECT_ROOT)}
+        child = subprocess.Popen([sys.executable, "-m", "bot.cli", "index", "refresh", "--index", str(data),
+                                  "--progress-json", "--bot-child", "--rate", "0", "--timeout", "3600"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 env=env, start_new_session=True)
+        try:
+            assert json.loads(child.stdout.readline())["event"] == "progress"  # it is running
+            assert refresh_holder(data) == child.pid
+            # it gives way to the serving bot on the CPU
+            assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+            child.stdin.close()  # what the kernel does to the pipe when the bot dies
+            assert child.wait(timeout=60) == -signal.SIGTERM
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+            server.release()
+            child.stdout.close()
+            child.stderr.close()
+    deadline = time.monotonic() + 60
+    while group_members(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert group_members(child.pid) == []
+    assert refresh_holder(data) is None
+
+
+def open_current_ids(data: Path) -> list[str]:
+    from core.index.store import open_current
+
+    return sorted(open_current(data).video_ids())

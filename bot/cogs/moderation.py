@@ -4,9 +4,13 @@
 default — server admins can re-grant them to anyone — so every call is also checked here: the
 member needs Manage Server (or Administrator) or the ``ECHOVIDS_MODERATOR_ROLE`` role.
 
-A refresh re-checks liveness and rebuilds the index, which takes minutes to hours, so it runs as
-a background task (one at a time), reports through one message it edits as it goes, and ends with
-the engine switching to the new build: later replies use it without a restart.
+A refresh re-checks liveness and rebuilds the index, which takes minutes to hours. It runs in a
+child process (:mod:`bot.refresh_process`), never inside the serving process: the bot keeps
+answering from the old build meanwhile, relays the child's progress into one message it edits (at
+most every ``edit_interval_s``), and ends with the engine switching to the new build — or with
+one ❌ line if the child fails or dies, the old build still served. One refresh at a time: the
+child holds the data directory's refresh lock, which the bot probes before starting one, so a
+refresh run from the CLI counts too.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.refresh_process import RefreshFailed, RefreshProcess
 from bot.render import clock, error_line
+from core.index.lock import refresh_holder
 from core.progress import ProgressEvent
 
 if TYPE_CHECKING:
@@ -39,17 +45,27 @@ class NotModerator(app_commands.CheckFailure):
 
 
 def is_moderator(interaction: discord.Interaction, moderator_role: int | None) -> bool:
-    """Manage Server / Administrator in this guild, or the configured moderator role."""
-    if interaction.guild is None:
+    """Manage Server / Administrator in this guild, or the configured moderator role *of this guild*.
+
+    The role counts only if it is a role of the guild the command came from and the member is that
+    guild's member: a member elsewhere whose role list happens to hold the id (issue 11 #7) is not
+    a moderator here.
+    """
+    guild = interaction.guild
+    if guild is None or interaction.guild_id is None:
         return False
     perms = interaction.permissions
     if perms.manage_guild or perms.administrator:
         return True
     user = interaction.user
-    if moderator_role is not None and isinstance(user, discord.Member):
-        if any(role.id == moderator_role for role in user.roles) or user._roles.has(moderator_role):
-            return True
-    return False
+    if moderator_role is None or not isinstance(user, discord.Member):
+        return False
+    if getattr(user.guild, "id", None) != interaction.guild_id:
+        return False
+    role = guild.get_role(moderator_role) if isinstance(guild, discord.Guild) else None
+    if role is None or role.guild.id != interaction.guild_id:
+        return False
+    return any(r.id == role.id for r in user.roles)
 
 
 def _age(seconds: float) -> str:
@@ -76,12 +92,15 @@ def collect_status(data_dir: Path) -> dict[str, Any]:
 
     build = open_current(data_dir)
     manifest = build.manifest
+    fallback = None
+    if build.fallback_reason:
+        fallback = {"current": build.pointer, "serving": build.build_id, "reason": build.fallback_reason}
     ids = build.video_ids
     ids = list(ids() if callable(ids) else ids)
     status: dict[str, Any] = {"build_id": manifest.get("build_id", build.path.name),
                               "built_at": manifest.get("built_at"), "counts": manifest.get("counts", {}),
                               "sources": manifest.get("sources", {}), "disk_bytes": build.disk_bytes(),
-                              "embedder": manifest.get("embedder"), "videos": len(ids)}
+                              "embedder": manifest.get("embedder"), "videos": len(ids), "fallback": fallback}
     cache_path = Path(data_dir) / CACHE_FILENAME
     states: dict[str, int] = {}
     newest = None
@@ -101,6 +120,13 @@ def collect_status(data_dir: Path) -> dict[str, Any]:
 def status_embed(status: dict[str, Any], last_refresh: tuple[float, Any] | None) -> discord.Embed:
     counts = status.get("counts") or {}
     embed = discord.Embed(title="Index status", colour=discord.Colour(0x3B82F6))
+    fallback = status.get("fallback")
+    if fallback:
+        embed.colour = discord.Colour(0xF59E0B)
+        embed.add_field(name="⚠️ Fallback build", value=(
+            f"The current build `{fallback['current']}` is broken ({fallback['reason']}); serving the older "
+            f"build `{fallback['serving']}`. Run `/index refresh` or `echovids index build` to repair.")[:1024],
+            inline=False)
     embed.add_field(name="Size", value=(
         f"{counts.get('vectors', 0):,} seconds · {counts.get('segments', 0):,} clips · "
         f"{status.get('videos', 0):,} videos · {_bytes(status.get('disk_bytes', 0))} on disk"), inline=False)
@@ -137,6 +163,8 @@ def status_embed(status: dict[str, Any], last_refresh: tuple[float, Any] | None)
 
 
 def _summary(report: Any) -> str:
+    if isinstance(report, (RefreshFailed, OSError)):
+        return f"failed: {report}"
     if isinstance(report, BaseException):
         return f"failed: {error_line(report)}"
     parts = [f"checked {getattr(report, 'checked', 0):,} of {getattr(report, 'stale', 0):,} stale videos"]
@@ -162,6 +190,10 @@ def _progress_text(event: ProgressEvent | None, started: float) -> str:
     head = f"🔄 Index refresh running ({clock(time.monotonic() - started)})"
     if event is None:
         return head + " — starting…"
+    if event.stage == "done":
+        # The child's build is finished but the refresh is not until the bot has switched to it:
+        # only the final ✅ message may say "done".
+        return f"{head}\nnew build ready{f' ({event.detail})' if event.detail else ''}; switching to it…"
     if event.total:
         frac = min(1.0, event.done / event.total)
         bar = "█" * int(frac * 16) + "░" * (16 - int(frac * 16))
@@ -211,6 +243,7 @@ class Moderation(commands.Cog):
         self.bot = bot
         self.edit_interval_s = edit_interval_s
         self.refresh_task: asyncio.Task[None] | None = None
+        self.refresh_process: RefreshProcess | None = None
         self.refresh_started: float = 0.0
         self.refresh_by: str = ""
         self.last_refresh: tuple[float, Any] | None = None
@@ -246,6 +279,8 @@ class Moderation(commands.Cog):
         embed = status_embed(status, self.last_refresh)
         if self.refresh_task is not None and not self.refresh_task.done():
             embed.set_footer(text=f"A refresh is running (started {_age(time.monotonic() - self.refresh_started)} ago)")
+        elif (pid := refresh_holder(Path(self.bot.settings.data_dir))) is not None:
+            embed.set_footer(text=f"A refresh is running in another process{f' (pid {pid})' if pid else ''}")
         await interaction.followup.send(embed=embed, ephemeral=True)
 
     @index.command(name="refresh", description="Re-check which videos are still on YouTube and rebuild without the gone ones")
@@ -255,6 +290,11 @@ class Moderation(commands.Cog):
                 f"A refresh is already running (started {_age(time.monotonic() - self.refresh_started)} ago "
                 f"by {self.refresh_by}).", ephemeral=True)
             return
+        pid = refresh_holder(Path(self.bot.settings.data_dir))  # a CLI refresh, or another bot
+        if pid is not None:
+            await interaction.response.send_message(
+                f"A refresh is already running in another process{f' (pid {pid})' if pid else ''}.", ephemeral=True)
+            return
         self.refresh_started = time.monotonic()
         self.refresh_by = interaction.user.display_name
         await interaction.response.send_message(_progress_text(None, self.refresh_started))
@@ -262,23 +302,32 @@ class Moderation(commands.Cog):
                                                 name="echovids-index-refresh")
 
     async def _run_refresh(self, message: _ProgressMessage) -> None:
-        from core.liveness.refresh import arefresh_index
-
         latest: list[ProgressEvent | None] = [None]
 
-        def progress(event: ProgressEvent) -> None:  # called on the loop and from the build thread
+        def progress(event: ProgressEvent) -> None:
             latest[0] = event
 
         started = self.refresh_started
-        work = asyncio.create_task(arefresh_index(self.bot.settings, progress=progress,
-                                                   **self.bot.refresh_options))
-        while not work.done():
-            await asyncio.wait({work}, timeout=self.edit_interval_s)
-            if not work.done():
-                await message.show(_progress_text(latest[0], started))
+        child = RefreshProcess(self.bot.settings, self.bot.refresh_options, on_progress=progress)
+        self.refresh_process = child
+        work = asyncio.create_task(child.run(), name="echovids-index-refresh-child")
+        try:
+            while not work.done():
+                await asyncio.wait({work}, timeout=self.edit_interval_s)
+                if not work.done():
+                    await message.show(_progress_text(latest[0], started))
+        finally:
+            if not work.done():  # we are being cancelled (cog unload, bot closing): stop the child
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
         took = clock(time.monotonic() - started)
         try:
             report = work.result()
+        except (RefreshFailed, OSError) as err:
+            log.error("index refresh failed: %s", err)
+            self.last_refresh = (time.time(), err)
+            await message.show(f"❌ Index refresh failed after {took}: {err}")
+            return
         except Exception as err:
             log.error("index refresh failed", exc_info=err)
             self.last_refresh = (time.time(), err)
@@ -306,8 +355,13 @@ class Moderation(commands.Cog):
         return f" Replies now use the new index ({size:,} seconds)." if isinstance(size, int) else ""
 
     async def cog_unload(self) -> None:
-        if self.refresh_task is not None and not self.refresh_task.done():
-            self.refresh_task.cancel()
+        """The bot is stopping: stop the refresh child and its workers and reap them (no orphans)."""
+        task = self.refresh_task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self.refresh_process is not None:
+            await self.refresh_process.stop()
 
 
 async def setup(bot: EchoVidsBot) -> None:

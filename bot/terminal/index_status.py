@@ -1,4 +1,8 @@
-"""``echovids index status``: what the current build holds, from its manifest."""
+"""``echovids index status``: what the current build holds, from its manifest.
+
+The build is opened the checked way (verified; a broken current build falls back to the newest
+intact one), and a fallback is said first, in the text and in ``--json`` (``fallback``).
+"""
 
 from __future__ import annotations
 
@@ -19,11 +23,17 @@ def run(args, settings) -> int:
     build = store.open_current(settings.data_dir)
     m = build.manifest
     size = build.disk_bytes()
+    fallback = None
+    if build.fallback_reason:
+        fallback = {"current": build.pointer, "serving": build.build_id, "reason": build.fallback_reason}
     if args.json:
         print(json.dumps({"data_dir": str(settings.data_dir), "current": build.build_id, "path": str(build.path),
-                          "size_bytes": size, "manifest": m}, indent=2))
+                          "size_bytes": size, "fallback": fallback, "manifest": m}, indent=2))
         return 0
     c = m.get("counts", {})
+    if fallback:
+        print(f"WARNING: the current build {fallback['current']} is broken ({fallback['reason']}); "
+              f"serving {fallback['serving']} until a rebuild (echovids index build / refresh)")
     print(f"current build   {build.build_id}  ({build.path})")
     print(f"built at        {m.get('built_at')}  in {m.get('build_seconds')} s  (code {m.get('code_version')})")
     stages = m.get("stage_seconds") or {}

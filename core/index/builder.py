@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -46,7 +45,11 @@ def _read_one(path: Path):
 def _read_shards(shards: list[Path]):
     """(shard, records or ShardError) in order; parsed on all cores when there are many shards.
 
-    Parsing is pure Python (~0.3 ms a clip), so full AudioSet (2 M clips) needs the cores.
+    Parsing is pure Python (~0.3 ms a clip), so full AudioSet (2 M clips) needs the cores. The
+    workers are *spawned*, never forked: a fork of a multithreaded process (the bot, TensorFlow's
+    pools) inherits its locks mid-use and its asyncio signal wake-up fd, so tearing the pool down
+    delivered SIGTERM to the parent's own loop (issue 11 #1). ``tests/test_process_start.py``
+    keeps every process pool in core/ and bot/ off fork.
     """
     workers = min(os.cpu_count() or 1, 8)
     if len(shards) < 200 or workers < 2:
@@ -54,7 +57,7 @@ def _read_shards(shards: list[Path]):
         return
     import multiprocessing as mp
 
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    ctx = mp.get_context("spawn")
     with ctx.Pool(workers) as pool:
         yield from pool.imap(_read_one, shards, chunksize=16)
 
@@ -80,6 +83,7 @@ def build_index(
     audioset_dirs = [Path(d) for d in audioset_dirs]
     library_dirs = [Path(d) for d in library_dirs]
     data_dir = Path(settings.data_dir)
+    store.remove_stale_temporaries(data_dir)  # leftovers of killed builds (never a running one's)
     if not audioset_dirs and not library_dirs:
         try:
             prev = store.open_current(data_dir).manifest.get("sources", {})
@@ -253,10 +257,11 @@ def build_index(
         manifest["build_seconds"] = round(time.time() - t0, 2)
         manifest["stage_seconds"] = stage_s
         manifest["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+        manifest["files"] = store.record_files(tmp)  # sizes + digests, checked whenever it is opened
         (tmp / store.MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         final = store.commit_build(data_dir, tmp, build_id)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        store.discard_build(tmp)
         raise
     progress(ProgressEvent("done", 1, 1, "builds", f"{len(vectors):,} vectors in {time.time() - t0:.1f}s"))
     return final

@@ -17,11 +17,22 @@ Layout of ``DATA_DIR``::
 
 A crash before the rename leaves only a ``.tmp-`` folder (removed by the next build); a crash
 before the pointer swap leaves the old build current. Readers keep whatever build they opened.
+
+Integrity: the manifest records every file's size and a BLAKE2b digest (of the whole file, or of
+evenly spaced blocks plus the exact size for big files, so checking a multi-GB build costs a few
+tens of MB of reads). A build is verified when it becomes current and whenever it is opened; a
+current build that fails is skipped with a WARNING for the newest older build that passes
+(:func:`open_current`), and :class:`~core.errors.IndexBrokenError` says so when none does. While a
+build is served, :meth:`IndexBuild.check_sizes` stats the memory-mapped files before each query:
+reading a map past a file's real end would kill the process with SIGBUS.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -34,12 +45,26 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import IndexMissingError
+from core.errors import IndexBrokenError, IndexMissingError
+
+log = logging.getLogger("echovids.index")
 
 CURRENT = "CURRENT"
 BUILDS = "builds"
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+#: 2 added ``files`` (size + digest of every file). 1 (no digests) is still read, checked by structure.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+#: Held (flock) inside a ``.tmp-`` folder by the process writing it; never part of a finished build.
+BUILDING_LOCK = ".building"
+#: A ``.tmp-`` folder without a lock file (older code) counts as abandoned after this long.
+LOCKLESS_TMP_AGE_S = 3600.0
+#: Files up to this size are hashed whole; bigger ones by ``SAMPLE_BLOCKS`` blocks + exact size.
+HASH_WHOLE_MAX = 32 << 20
+SAMPLE_BLOCKS, SAMPLE_BLOCK = 256, 64 << 10
+#: Memory-mapped (or opened by SQLite) while serving: stat'ed before each query.
+SERVED_FILES = ("vectors.npy", "row_segment.npy", "row_second.npy", "row_labels_idx.npy",
+                "row_labels_p.npy", "segments.sqlite")
 SOURCE_AUDIOSET, SOURCE_LIBRARY = 0, 1
 SOURCE_NAMES = {SOURCE_AUDIOSET: "audioset", SOURCE_LIBRARY: "library"}
 
@@ -74,28 +99,94 @@ CREATE INDEX segments_video ON segments(video_id);
 """
 
 
+_BUILD_LOCKS: dict[Path, int] = {}
+_BUILD_LOCKS_GUARD = threading.Lock()
+
+
+def remove_stale_temporaries(data_dir: Path) -> list[Path]:
+    """Delete ``.tmp-`` folders whose writer is gone; returns what was removed.
+
+    A live build holds a flock on ``<tmp>/.building`` for as long as it writes, so a folder whose
+    lock can be taken belongs to a build that crashed or was killed (the kernel released its lock).
+    Folders without a lock file come from older code or are a few microseconds old: those go only
+    once they are clearly abandoned (``LOCKLESS_TMP_AGE_S``).
+    """
+    builds = Path(data_dir) / BUILDS
+    removed: list[Path] = []
+    if not builds.is_dir():
+        return removed
+    for tmp in builds.glob(".tmp-*"):
+        lock = tmp / BUILDING_LOCK
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            try:
+                if time.time() - tmp.stat().st_mtime > LOCKLESS_TMP_AGE_S:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    removed.append(tmp)
+            except OSError:
+                pass
+            continue
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a running build is writing it
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+        finally:
+            os.close(fd)
+    for tmp in removed:
+        log.info("removed the abandoned build folder %s", tmp)
+    return removed
+
+
 def new_build_dir(data_dir: Path) -> tuple[Path, str]:
-    """A fresh temporary build folder and the id it will be renamed to when complete."""
+    """A fresh temporary build folder (locked by this process) and the id it will be renamed to."""
     builds = Path(data_dir) / BUILDS
     builds.mkdir(parents=True, exist_ok=True)
-    for stale in builds.glob(".tmp-*"):
-        # Leftovers of crashed builds; an in-progress build touches its folder at least every minute.
-        try:
-            if time.time() - stale.stat().st_mtime > 6 * 3600:
-                shutil.rmtree(stale, ignore_errors=True)
-        except OSError:
-            pass
+    remove_stale_temporaries(data_dir)
     build_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     tmp = builds / f".tmp-{build_id}"
     tmp.mkdir()
+    fd = os.open(tmp / BUILDING_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    with _BUILD_LOCKS_GUARD:
+        _BUILD_LOCKS[tmp] = fd
     return tmp, build_id
 
 
+def _unlock_tmp(tmp_dir: Path) -> None:
+    with _BUILD_LOCKS_GUARD:
+        fd = _BUILD_LOCKS.pop(Path(tmp_dir), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def discard_build(tmp_dir: Path) -> None:
+    """Remove an unfinished build folder (a failed build) and drop its lock."""
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    _unlock_tmp(tmp_dir)
+
+
 def commit_build(data_dir: Path, tmp_dir: Path, build_id: str, *, keep: int = 2) -> Path:
-    """Rename the finished build into place, then point CURRENT at it in one atomic step."""
+    """Verify the finished build, rename it into place, then point CURRENT at it in one atomic step.
+
+    A build that fails its own verification (a short write, a full disk) never becomes current:
+    IndexBrokenError, and the caller discards the folder.
+    """
     data_dir = Path(data_dir)
+    try:
+        (Path(tmp_dir) / BUILDING_LOCK).unlink()
+    except FileNotFoundError:
+        pass
+    verify_build(tmp_dir)
     final = data_dir / BUILDS / build_id
     os.replace(tmp_dir, final)
+    _unlock_tmp(tmp_dir)
     pointer_tmp = data_dir / f".{CURRENT}.{uuid.uuid4().hex[:6]}"
     pointer_tmp.write_text(build_id + "\n", encoding="utf-8")
     with open(pointer_tmp, "rb") as f:
@@ -115,6 +206,95 @@ def _prune(data_dir: Path, keep: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+# -- integrity ----------------------------------------------------------------------------------
+def file_digest(path: Path, size: int | None = None) -> tuple[str, bool]:
+    """(BLAKE2b hex digest, sampled?) of ``path``: whole file when small, else fixed blocks + size."""
+    path = Path(path)
+    size = path.stat().st_size if size is None else size
+    h = hashlib.blake2b(digest_size=16)
+    h.update(size.to_bytes(8, "little"))
+    with open(path, "rb") as f:
+        if size <= HASH_WHOLE_MAX:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+            return h.hexdigest(), False
+        span = size - SAMPLE_BLOCK
+        for i in range(SAMPLE_BLOCKS):
+            f.seek(span * i // (SAMPLE_BLOCKS - 1))
+            h.update(f.read(SAMPLE_BLOCK))
+    return h.hexdigest(), True
+
+
+def record_files(build_dir: Path) -> dict[str, dict]:
+    """Size and digest of every file of a build (the manifest's ``files``), keyed by relative path."""
+    build_dir = Path(build_dir)
+    out: dict[str, dict] = {}
+    for p in sorted(build_dir.rglob("*")):
+        rel = p.relative_to(build_dir).as_posix()
+        if not p.is_file() or rel in (MANIFEST, BUILDING_LOCK):
+            continue
+        size = p.stat().st_size
+        digest, sampled = file_digest(p, size)
+        out[rel] = {"size": size, "blake2b": digest, "sampled": sampled}
+    return out
+
+
+def _npy_expected_size(path: Path) -> int:
+    """Header length + shape × itemsize of a .npy file: what its size must be (format-1 builds)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        shape, _fortran, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001
+        offset = f.tell()
+    return offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
+def verify_build(path: Path, *, digests: bool = True) -> dict:
+    """The build's manifest if every file is intact; IndexBrokenError naming the first fault.
+
+    Format 2 builds: each recorded file exists with its recorded size and digest. Format 1 builds
+    (no digests): every .npy holds exactly what its header promises and the SQLite file exists.
+    """
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict):
+            raise ValueError("not an object")
+    except FileNotFoundError:
+        raise IndexBrokenError(f"build {path.name} is incomplete (no {MANIFEST})") from None
+    except (OSError, ValueError) as err:
+        raise IndexBrokenError(f"build {path.name} has an unreadable {MANIFEST} ({err})") from None
+    fmt = manifest.get("format")
+    if fmt not in READABLE_FORMATS:
+        raise IndexBrokenError(f"build {path.name} has format {fmt!r}; this Echo-Vids reads formats "
+                               f"{', '.join(map(str, READABLE_FORMATS))} (rebuild it)")
+    files = manifest.get("files")
+    if fmt >= 2:
+        if not isinstance(files, dict) or not files:
+            raise IndexBrokenError(f"build {path.name} lists no files in its manifest")
+        for rel, want in files.items():
+            f = path / rel
+            try:
+                size = f.stat().st_size
+            except OSError:
+                raise IndexBrokenError(f"build {path.name} is missing {rel}") from None
+            if size != want.get("size"):
+                raise IndexBrokenError(f"build {path.name}: {rel} is {size:,} bytes, the manifest says "
+                                       f"{want.get('size'):,}")
+            if digests and file_digest(f, size)[0] != want.get("blake2b"):
+                raise IndexBrokenError(f"build {path.name}: {rel} does not match its checksum")
+    else:
+        for f in sorted(path.rglob("*.npy")):
+            try:
+                expected = _npy_expected_size(f)
+            except (OSError, ValueError) as err:
+                raise IndexBrokenError(f"build {path.name}: {f.relative_to(path)} is unreadable ({err})") from None
+            if f.stat().st_size != expected:
+                raise IndexBrokenError(f"build {path.name}: {f.relative_to(path)} is truncated")
+        if not (path / "segments.sqlite").is_file():
+            raise IndexBrokenError(f"build {path.name} is missing segments.sqlite")
+    return manifest
+
+
 def read_pointer(data_dir: Path) -> str | None:
     try:
         name = (Path(data_dir) / CURRENT).read_text(encoding="utf-8").strip()
@@ -124,14 +304,12 @@ def read_pointer(data_dir: Path) -> str | None:
 
 
 def current_path(data_dir: Path) -> Path:
+    """Where CURRENT points (not verified; :func:`open_current` is the checked way in)."""
     data_dir = Path(data_dir)
     name = read_pointer(data_dir)
     if not name:
         raise IndexMissingError(f"no index in {data_dir}; run `echovids index build` first")
-    path = data_dir / BUILDS / name
-    if not (path / MANIFEST).is_file():
-        raise IndexMissingError(f"the current index {path} is incomplete; run `echovids index build` again")
-    return path
+    return data_dir / BUILDS / name
 
 
 def write_segments_db(path: Path, rows: list[tuple]) -> None:
@@ -157,6 +335,16 @@ class IndexBuild:
         self._local = threading.local()
         self._ann_lock = threading.Lock()
         self._ann = None
+        #: Set by :func:`open_current`: the name CURRENT held, and why it was not used (fallback).
+        self.pointer: str | None = None
+        self.fallback_reason: str | None = None
+        files = self.manifest.get("files") if isinstance(self.manifest.get("files"), dict) else {}
+        self._served_sizes: dict[str, int] = {}
+        for name in SERVED_FILES:
+            if name in files:
+                self._served_sizes[name] = int(files[name]["size"])
+            elif (self.path / name).is_file():  # format 1: what it was when opened
+                self._served_sizes[name] = (self.path / name).stat().st_size
 
     # -- sizes and arrays ---------------------------------------------------------------
     @property
@@ -166,6 +354,25 @@ class IndexBuild:
     @property
     def size(self) -> int:
         return int(self.manifest["counts"]["vectors"])
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.fallback_reason is not None
+
+    def check_sizes(self) -> None:
+        """IndexBrokenError if a served file changed size since it was verified (a few stat calls).
+
+        Called before every query: a memory map read past the end of a file truncated under it
+        is a SIGBUS, which no Python code can catch.
+        """
+        for name, size in self._served_sizes.items():
+            try:
+                now = (self.path / name).stat().st_size
+            except OSError:
+                raise IndexBrokenError(f"build {self.build_id}: {name} disappeared while in use") from None
+            if now != size:
+                raise IndexBrokenError(f"build {self.build_id}: {name} changed size while in use "
+                                       f"({now:,} bytes, expected {size:,})")
 
     @cached_property
     def vectors(self) -> np.ndarray:
@@ -277,6 +484,42 @@ def _info(row: tuple) -> SegmentInfo:
     return SegmentInfo(int(row[0]), row[1], row[2], float(row[3]), int(row[4]), labels, row[6], row[7], row[8])
 
 
-def open_current(data_dir: str | Path) -> IndexBuild:
-    """The build CURRENT points at; IndexMissingError when there is none."""
-    return IndexBuild(current_path(Path(data_dir)))
+def _builds_newest_first(data_dir: Path) -> list[str]:
+    folder = Path(data_dir) / BUILDS
+    if not folder.is_dir():
+        return []
+    return sorted((p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True)
+
+
+def open_current(data_dir: str | Path, *, verify: bool = True) -> IndexBuild:
+    """The build CURRENT points at, verified; else the newest older build that verifies.
+
+    IndexMissingError when there is no pointer; IndexBrokenError when neither the current build
+    nor any kept build is intact. A fallback is logged at WARNING and marked on the build
+    (``fallback_reason``) so ``index status`` can say so. Nothing is changed on disk: the next
+    good build (``index build``/``refresh``) repairs the situation.
+    """
+    data_dir = Path(data_dir)
+    name = read_pointer(data_dir)
+    if not name:
+        raise IndexMissingError(f"no index in {data_dir}; run `echovids index build` first")
+    first_problem: str | None = None
+    for candidate in [name] + [b for b in _builds_newest_first(data_dir) if b != name]:
+        path = data_dir / BUILDS / candidate
+        try:
+            if verify:
+                verify_build(path)
+            build = IndexBuild(path)
+        except IndexMissingError as err:
+            if first_problem is None:
+                first_problem = str(err)
+            log.warning("index build %s is unusable: %s", candidate, err)
+            continue
+        build.pointer = name
+        if candidate != name:
+            build.fallback_reason = first_problem
+            log.warning("the current index build %s is broken (%s); serving the older build %s",
+                        name, first_problem, candidate)
+        return build
+    raise IndexBrokenError(f"the current index {name} is broken or incomplete ({first_problem}) and no older "
+                           f"build is intact; run `echovids index build` again")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from core.config import Settings
 from core.liveness.cache import CACHE_FILENAME, TTL, LivenessCache
+from core.liveness.clock import REAL_CLOCK, Clock
 from core.liveness.oembed import (
     DEAD_STATES,
     DEFAULT_CONCURRENCY,
@@ -56,8 +57,10 @@ class LivenessChecker:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         ttl: TTL | None = None,
         client: OEmbedClient | None = None,
+        clock: Clock = REAL_CLOCK,
     ):
         self.settings = settings
+        self.clock = clock
         path = Path(cache_path) if cache_path is not None else Path(settings.data_dir) / CACHE_FILENAME
         try:
             self.cache = LivenessCache(path, ttl=ttl or TTL())
@@ -67,7 +70,8 @@ class LivenessChecker:
             fallback = Path(tempfile.gettempdir()) / f"echovids-{os.getuid()}-{CACHE_FILENAME}"
             self.cache = LivenessCache(fallback, ttl=ttl or TTL())
         self.client = client or OEmbedClient(
-            settings.youtube_oembed_url, concurrency=concurrency, rate_per_s=rate_per_s, timeout_s=timeout_s
+            settings.youtube_oembed_url, concurrency=concurrency, rate_per_s=rate_per_s, timeout_s=timeout_s,
+            clock=clock,
         )
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liveness-cache")
         self._inflight: dict[str, asyncio.Task[OEmbedResult]] = {}
@@ -90,7 +94,8 @@ class LivenessChecker:
             return []
         ids = [m.video_id for m in matches if m.video_id]
         try:
-            known = {vid: e for vid, e in self.cache.get_many(ids).items() if e.fresh()}
+            now = self.clock.time()
+            known = {vid: e for vid, e in self.cache.get_many(ids).items() if e.fresh(now)}
         except Exception:  # a locked/corrupt cache must not fail a reply; fall back to checking
             known = {}
         states: dict[str, OEmbedResult] = {
@@ -142,9 +147,18 @@ class LivenessChecker:
     async def check(self, video_id: str) -> OEmbedResult:
         """One video's state, from the cache when fresh (used by "more like this" and tools)."""
         entry = self.cache.get(video_id)
-        if entry is not None and entry.fresh():
+        if entry is not None and entry.fresh(self.clock.time()):
             return OEmbedResult(video_id, entry.state, entry.title, entry.channel)  # type: ignore[arg-type]
         return await self._check_task(video_id)
+
+    async def drain(self) -> None:
+        """Wait until every check in flight has answered and its answer is in the cache.
+
+        What "a late answer still lands in the cache" means, as an event a test (or a tool) can
+        wait on instead of sleeping.
+        """
+        while self._inflight or self._background:
+            await asyncio.gather(*self._inflight.values(), *self._background, return_exceptions=True)
 
     async def close(self) -> None:
         """Stop background checks, close the HTTP session, flush and close the cache."""
@@ -186,7 +200,7 @@ class LivenessChecker:
 
     def _store(self, result: OEmbedResult) -> None:
         try:
-            self.cache.put(result)
+            self.cache.put(result, now=self.clock.time())
         except Exception:  # cache write trouble loses only a cache entry, never a reply
             pass
 

@@ -20,6 +20,7 @@ from typing import Literal
 
 import aiohttp
 
+from core.liveness.clock import REAL_CLOCK, Clock
 from core.results import VIDEO_ID_RE
 
 CheckState = Literal["live", "unembeddable", "private", "gone", "invalid", "unknown"]
@@ -96,11 +97,12 @@ class TokenBucket:
     ``None`` or ``<= 0`` disables the limit (benchmarks of raw concurrency).
     """
 
-    def __init__(self, rate: float | None, burst: float | None = None):
+    def __init__(self, rate: float | None, burst: float | None = None, *, clock: Clock = REAL_CLOCK):
         self.rate = rate if rate and rate > 0 else None
         self.burst = max(1.0, burst if burst is not None else (self.rate or 1.0))
+        self.clock = clock
         self._tokens = self.burst
-        self._stamp = time.monotonic()
+        self._stamp = clock.monotonic()
         self._lock: asyncio.Lock | None = None
 
     def _refill(self, now: float) -> None:
@@ -115,12 +117,12 @@ class TokenBucket:
             self._lock = asyncio.Lock()
         async with self._lock:
             while True:
-                now = time.monotonic()
+                now = self.clock.monotonic()
                 self._refill(now)
                 if self._tokens >= 1.0:
                     self._tokens -= 1.0
                     return
-                await asyncio.sleep((1.0 - self._tokens) / self.rate)
+                await self.clock.sleep((1.0 - self._tokens) / self.rate)
 
 
 class OEmbedClient:
@@ -140,13 +142,15 @@ class OEmbedClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_retry_after_s: float = 300.0,
         user_agent: str = USER_AGENT,
+        clock: Clock = REAL_CLOCK,
     ):
         self.base_url = base_url
+        self.clock = clock
         self.concurrency = max(1, int(concurrency))
         self.timeout_s = timeout_s
         self.max_retry_after_s = max_retry_after_s
         self.user_agent = user_agent
-        self.bucket = TokenBucket(rate_per_s, burst)
+        self.bucket = TokenBucket(rate_per_s, burst, clock=clock)
         #: monotonic time before which nobody should send a request (server asked us to wait).
         self.blocked_until = 0.0
         self.requests_sent = 0
@@ -182,10 +186,10 @@ class OEmbedClient:
 
     # -- checks ------------------------------------------------------------------------------
     def backoff_remaining(self) -> float:
-        return max(0.0, self.blocked_until - time.monotonic())
+        return max(0.0, self.blocked_until - self.clock.monotonic())
 
     def _note_retry_after(self, seconds: float) -> None:
-        self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
+        self.blocked_until = max(self.blocked_until, self.clock.monotonic() + seconds)
 
     async def check(self, video_id: str, *, retries: int = 0, wait_backoff: bool = False) -> OEmbedResult:
         """One video's state. Never raises for network or server trouble (→ ``"unknown"``).
@@ -202,7 +206,7 @@ class OEmbedClient:
             if wait > 0:
                 if not wait_backoff or wait > self.max_retry_after_s:
                     return OEmbedResult(video_id, "unknown", retry_after=wait, detail=BACKING_OFF)
-                await asyncio.sleep(wait)
+                await self.clock.sleep(wait)
             result = await self._once(video_id)
             if result is None:  # a pause began while we queued; no request was made
                 continue
@@ -211,7 +215,7 @@ class OEmbedClient:
             attempt += 1
             if result.retry_after is None:
                 # No hint from the server: exponential back-off with jitter for this request only.
-                await asyncio.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random()))
+                await self.clock.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random()))
 
     async def _once(self, video_id: str) -> OEmbedResult | None:
         session = self._ensure()

@@ -12,18 +12,25 @@ Two phases with different failure stories:
 
 The bot may run meanwhile: the cache is WAL SQLite (its readers never wait), and the check phase
 uses its own polite client (bounded concurrency, rate limit, Retry-After honoured for everyone).
+Every SQLite call runs off the event loop (writes on one writer thread): another process holding
+the cache's write lock delays the writes, never the loop. One refresh at a time per data
+directory: the whole run holds ``refresh.lock`` (flock), so a second one — from the CLI, the bot or
+the bot's refresh child — is refused with LockBusyError, and a killed refresh releases it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.config import Settings
+from core.index.lock import FileLock, REFRESH_LOCK
 from core.liveness.cache import CACHE_FILENAME, TTL, LivenessCache
 from core.liveness.oembed import (
     DEAD_STATES,
@@ -125,7 +132,27 @@ async def arefresh_index(
         ids = sorted(set(v for v in video_ids if v))
     report.indexed = len(ids)
 
-    cache = LivenessCache(Path(cache_path) if cache_path else data_dir / CACHE_FILENAME, ttl=ttl or TTL())
+    lock = FileLock(data_dir / REFRESH_LOCK, "an index refresh").acquire()  # LockBusyError if taken
+    try:
+        return await _locked_refresh(settings, report, build, ids, started, progress, dry_run=dry_run,
+                                     concurrency=concurrency, rate_per_s=rate_per_s, timeout_s=timeout_s,
+                                     max_retries=max_retries, max_retry_after_s=max_retry_after_s, ttl=ttl,
+                                     cache_path=cache_path, rebuild=rebuild)
+    finally:
+        lock.release()
+
+
+async def _locked_refresh(settings: Settings, report: RefreshReport, build, ids: list[str], started: float,
+                          progress: ProgressCallback, *, dry_run: bool, concurrency: int,
+                          rate_per_s: float | None, timeout_s: float, max_retries: int,
+                          max_retry_after_s: float, ttl: TTL | None, cache_path: Path | None,
+                          rebuild: RebuildFn | None) -> RefreshReport:
+    data_dir = Path(settings.data_dir)
+    # One thread does every write (answers keep their order); reads go to the default pool.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refresh-cache-writer")
+    loop = asyncio.get_running_loop()
+    cache = await loop.run_in_executor(
+        writer, lambda: LivenessCache(Path(cache_path) if cache_path else data_dir / CACHE_FILENAME, ttl=ttl or TTL()))
     try:
         # Videos an earlier refresh left out are not in the build any more; ask about them again
         # once their answer expires, so a video that comes back re-enters the index.
@@ -143,7 +170,7 @@ async def arefresh_index(
         )
         t0 = time.monotonic()
         try:
-            await _check_all(client, cache, stale, report, progress, concurrency, max_retries)
+            await _check_all(client, cache, stale, report, progress, concurrency, max_retries, writer)
         finally:
             report.requests = client.requests_sent
             report.check_s = round(time.monotonic() - t0, 3)
@@ -157,7 +184,8 @@ async def arefresh_index(
         report.unknown = sum(1 for vid in ids if vid not in latest or latest[vid].state == "unknown")
         report.revived = len(left_out - exclude)
     finally:
-        cache.close()
+        await loop.run_in_executor(writer, cache.close)
+        writer.shutdown(wait=False)
 
     if build is not None and (dead or report.revived) and not dry_run and report.stopped is None:
         report.excluded = len(exclude)
@@ -186,6 +214,7 @@ async def _check_all(
     progress: ProgressCallback,
     concurrency: int,
     max_retries: int,
+    writer: ThreadPoolExecutor,
 ) -> None:
     """A fixed pool of workers over a queue (not one task per video: indexes hold millions)."""
     total = len(stale)
@@ -208,7 +237,9 @@ async def _check_all(
                     "run `echovids index refresh` again later (answers so far are kept)"
                 )
                 return
-            cache.put(result)  # committed now: an interruption after this line loses nothing
+            # Committed before the next question: an interruption after this line loses nothing.
+            # On the writer thread: a busy database (another process writing) waits there.
+            await asyncio.get_running_loop().run_in_executor(writer, _put_patiently, cache, result)
             counts[result.state] += 1
             report.checked += 1
             report.states = dict(counts)
@@ -220,6 +251,23 @@ async def _check_all(
     finally:
         for w in workers:
             w.cancel()
+
+
+#: How long one answer may wait for another process to release the cache's write lock.
+WRITE_PATIENCE_S = 300.0
+
+
+def _put_patiently(cache: LivenessCache, result, patience_s: float = WRITE_PATIENCE_S) -> None:
+    """``cache.put`` that outlasts a long write lock held elsewhere (each try waits the cache's
+    busy timeout): a refresh must not lose an answer because the bot or a tool was writing."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            cache.put(result)
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err) or time.monotonic() > deadline:
+                raise
 
 
 def _detail(counts: Counter[str]) -> str:

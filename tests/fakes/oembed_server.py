@@ -77,12 +77,32 @@ class FakeOEmbed:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        self.held: dict[str, asyncio.Event] = {}
+        self.waiting: Counter[str] = Counter()      # per video id, requests now held
 
     # -- programming ---------------------------------------------------------------------------
     def script(self, video_id: str, *replies: Reply) -> None:
         """Answer ``video_id`` with these replies in turn; the last one repeats."""
         with self._lock:
             self.scripts[video_id] = list(replies)
+
+    def hold(self, video_id: str) -> None:
+        """Keep requests for ``video_id`` waiting (no answer, no timeout here) until :meth:`release`:
+        a test can stop a client at a known point without relying on delays."""
+        with self._lock:
+            self.held.setdefault(video_id, asyncio.Event())
+
+    def release(self, video_id: str | None = None) -> None:
+        """Let held requests (all, or those for ``video_id``) be answered; thread-safe."""
+        with self._lock:
+            gates = [self.held.pop(video_id)] if video_id in self.held else [] if video_id else list(self.held.values())
+            if video_id is None:
+                self.held.clear()
+        for gate in gates:
+            if self._loop is not None and self._thread is not None:
+                self._loop.call_soon_threadsafe(gate.set)
+            else:
+                gate.set()
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -119,6 +139,15 @@ class FakeOEmbed:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            gate = self.held.get(vid)
+            if gate is not None:
+                with self._lock:
+                    self.waiting[vid] += 1
+                try:
+                    await gate.wait()
+                finally:
+                    with self._lock:
+                        self.waiting[vid] -= 1
             reply = self._next_reply(vid)
             delay = self.latency_s + reply.delay_s
             if delay > 0:
