@@ -70,12 +70,12 @@ def real_part(settings, bal_train: Path, unbal: Path, work: Path) -> dict:
     rng = np.random.default_rng(0)
     q = queries[rng.choice(len(queries), 500, replace=False)]
     exact, _ = exact_search(np.asarray(build.vectors), q, 10)
-    approx, _ = build.ann.search(q, 10)
+    approx, _ = build.ann.search_rows(q, 10)
     # per query second, one at a time (the bot's case)
     times = []
     for v in q:
         t = time.perf_counter()
-        build.ann.search(v[None, :], 10)
+        build.ann.search_rows(v[None, :], 10)
         times.append(time.perf_counter() - t)
     # the full ranked search for 5-second queries, per query second
     clips = [r.embeddings for sh in list_shards([unbal])[:1] for r in read_shard(sh) if len(r.embeddings) >= 5]

@@ -47,6 +47,16 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "ECHOVIDS_LIVE_BUDGET_S": ("1.5", "time budget for live checks at query time, seconds"),
     "ECHOVIDS_TEST_DATA": ("../shared/data", "where tests find the shared data"),
     "ECHOVIDS_DEBUG": ("0", "1 shows libraries' own stderr output (else kept in DATA_DIR/logs/debug.log)"),
+    "ECHOVIDS_VECTOR_STORE": ("scann", "where the per-second vectors live: scann (embedded, in the data "
+                              "directory) or milvus (a Milvus server or cluster)"),
+    "ECHOVIDS_MILVUS_URI": ("http://127.0.0.1:19530", "Milvus address (milvus store only), e.g. a cluster's https://…"),
+    "ECHOVIDS_MILVUS_TOKEN": ("", "Milvus token, `user:password` or an API key (milvus store only)"),
+    "ECHOVIDS_MILVUS_PREFIX": ("echovids", "prefix of the Milvus collections and alias, so several "
+                               "deployments can share one cluster"),
+    "ECHOVIDS_SHARD_COUNT": ("", "Discord gateway shards in total across all bot processes (empty: one "
+                             "process, Discord chooses)"),
+    "ECHOVIDS_SHARD_IDS": ("", "comma-separated gateway shard IDs this bot process serves (needs "
+                           "ECHOVIDS_SHARD_COUNT; empty: all)"),
 }
 
 
@@ -74,6 +84,12 @@ class Settings:
     live_budget_s: float = 1.5
     test_data: Path = Path("../shared/data")
     debug: bool = False
+    vector_store: str = "scann"
+    milvus_uri: str = "http://127.0.0.1:19530"
+    milvus_token: str | None = None
+    milvus_prefix: str = "echovids"
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
     #: Model files shipped beside the project (the shared data folder), used only when neither a
     #: flag, the environment nor ``DATA_DIR/models`` has the file. Filled by :func:`load_settings`.
     bundled_models: dict[str, Path] = field(default_factory=dict)
@@ -202,6 +218,26 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
             if (shared / sub / filename).is_file():
                 bundled[filename] = shared / sub / filename
 
+    vector_store = r.text("ECHOVIDS_VECTOR_STORE", "scann").lower()
+    if vector_store not in ("scann", "milvus"):
+        raise ConfigError(f"ECHOVIDS_VECTOR_STORE must be scann or milvus, got {vector_store!r}")
+    prefix = r.text("ECHOVIDS_MILVUS_PREFIX", "echovids")
+    if not prefix.replace("_", "a").isalnum() or not prefix[0].isalpha():
+        raise ConfigError(f"ECHOVIDS_MILVUS_PREFIX must be letters, digits and _ (starting with a letter), got {prefix!r}")
+    shard_count = r.raw("ECHOVIDS_SHARD_COUNT")
+    shard_count_n = int(r.number("ECHOVIDS_SHARD_COUNT", 1, lo=1, hi=100_000, integer=True)) if shard_count else None
+    shard_ids_text = r.raw("ECHOVIDS_SHARD_IDS")
+    shard_ids = None
+    if shard_ids_text:
+        if shard_count_n is None:
+            raise ConfigError("ECHOVIDS_SHARD_IDS needs ECHOVIDS_SHARD_COUNT (the total number of gateway shards)")
+        try:
+            shard_ids = tuple(sorted({int(x) for x in shard_ids_text.split(",") if x.strip()}))
+        except ValueError:
+            raise ConfigError(f"ECHOVIDS_SHARD_IDS must be comma-separated whole numbers, got {shard_ids_text!r}") from None
+        if not shard_ids or any(not 0 <= i < shard_count_n for i in shard_ids):
+            raise ConfigError(f"ECHOVIDS_SHARD_IDS must lie in 0..{shard_count_n - 1} (ECHOVIDS_SHARD_COUNT), "
+                              f"got {shard_ids_text!r}")
     channels = r.raw("ECHOVIDS_LISTEN_CHANNELS") or ""
     role = r.raw("ECHOVIDS_MODERATOR_ROLE")
     return Settings(
@@ -227,5 +263,11 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         live_budget_s=r.number("ECHOVIDS_LIVE_BUDGET_S", 1.5, lo=0, hi=60),
         test_data=shared or test_data,
         debug=r.number("ECHOVIDS_DEBUG", 0, lo=0, hi=1, integer=True) == 1,
+        vector_store=vector_store,
+        milvus_uri=r.url("ECHOVIDS_MILVUS_URI", "http://127.0.0.1:19530", ("http", "https", "tcp", "grpc")),
+        milvus_token=r.raw("ECHOVIDS_MILVUS_TOKEN"),
+        milvus_prefix=prefix,
+        shard_count=shard_count_n,
+        shard_ids=shard_ids,
         bundled_models=bundled,
     )

@@ -126,7 +126,7 @@ class Engine:
             if not intact:
                 self._loaded = None  # never touch a damaged build's maps again
             try:
-                build = store.open_current(Path(self.settings.data_dir))
+                build = store.open_current(Path(self.settings.data_dir), self.settings)
             except IndexMissingError as err:
                 if intact:
                     log.warning("keeping index build %s: the current one cannot be used (%s)",
@@ -340,7 +340,7 @@ class Engine:
         hi = min(seg.n_seconds, lo + 10)
         lo = max(0, min(lo, hi - 5))  # at least five seconds when the segment has them
         first = int(loaded.ranker.seg_first[seg.id])
-        vectors = np.asarray(loaded.build.vectors[first + lo:first + hi])
+        vectors = loaded.build.ann.vectors(np.arange(first + lo, first + hi))
         exclude = np.array([s.id for s in segs], dtype=np.int64)
         return self._search_vectors(loaded, vectors, want, QueryInfo("like", len(vectors), "vggish"),
                                     exclude_segments=exclude)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.index.ann import dequantize
+from core.index.vectorstore import Neighbours, VectorStore
 
 #: Mean squared-L2 distance per aligned second below which a match is taken as the same audio.
 #: Genuine different-clip neighbours sit above ~30 (1st percentile on bal_train); the same clip
@@ -69,6 +70,7 @@ class Ranker:
         self.label_seg = np.repeat(np.arange(self.n_segments), np.diff(self.label_ptr))
         self.head = build.labelhead
         names = build.label_names
+        self.store: VectorStore = build.ann
         self.ubiquitous = np.array([i for i, n in enumerate(names) if n in ("Speech", "Music")], dtype=np.int64)
         self.label_is_ubiquitous = np.isin(self.label_idx, self.ubiquitous)
 
@@ -89,10 +91,10 @@ class Ranker:
         return ((1 - w) * any_ + w * strict).astype(np.float32)
 
     # -- acoustic evidence --------------------------------------------------------------------------
-    def knn_label_probs(self, rows: np.ndarray, d: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
+    def knn_label_probs(self, hits: Neighbours, exclude: np.ndarray | None) -> np.ndarray:
         """Label distribution of the query's acoustic neighbours (similarity-weighted)."""
-        seg = self.build.row_segment[rows.ravel()].astype(np.int64)
-        w = np.exp(-np.maximum(d.ravel(), 0) / self.params.tau)
+        seg = hits.segment.ravel()
+        w = np.exp(-np.maximum(hits.distance.ravel(), 0) / self.params.tau)
         if exclude is not None:
             w = np.where(exclude[seg], 0.0, w)
         counts = np.diff(self.label_ptr)[seg]
@@ -100,17 +102,16 @@ class Ranker:
         p = np.bincount(lab, weights=np.repeat(w, counts), minlength=len(self.build.label_names))
         return (p / max(w.sum(), 1e-9)).astype(np.float32)
 
-    def vote(self, q_u8: np.ndarray, exclude: np.ndarray | None, ann_hits=None) -> dict[int, float]:
+    def vote(self, q_u8: np.ndarray, exclude: np.ndarray | None, ann_hits: Neighbours | None = None) -> dict[int, float]:
         """Time-aligned voting over ANN hits: segment → best summed similarity over offsets."""
         n = len(q_u8)
-        rows, d = ann_hits if ann_hits is not None else self.build.ann.search(q_u8, self.params.ann_k)
-        seg = self.build.row_segment[rows.ravel()].astype(np.int64).reshape(rows.shape)
-        sec = self.build.row_second[rows.ravel()].astype(np.int64).reshape(rows.shape)
+        hits = ann_hits if ann_hits is not None else self.store.search(q_u8, self.params.ann_k)
+        seg, sec, d = hits.segment, hits.second, hits.distance
         off = sec - np.arange(n)[:, None]
         sim = np.exp(-np.maximum(d, 0) / self.params.tau)
         key = seg * 65536 + (off + 32768)
         # one vote per (query second, key): keep the best
-        qi = np.repeat(np.arange(n), rows.shape[1])
+        qi = np.repeat(np.arange(n), seg.shape[1])
         flat_key = key.ravel()
         flat_sim = sim.ravel()
         order = np.lexsort((-flat_sim, flat_key, qi))
@@ -163,7 +164,7 @@ class Ranker:
         rows = self.seg_first[segments][:, None] + np.arange(lmax)[None, :]
         valid = np.arange(lmax)[None, :] < lens[:, None]
         rows = np.where(valid, rows, self.seg_first[segments][:, None])
-        x = dequantize(self.build.vectors[rows.ravel()]).reshape(len(segments), lmax, -1)
+        x = dequantize(self.store.vectors(rows.ravel())).reshape(len(segments), lmax, -1)
         cross = (x.reshape(-1, x.shape[2]) @ q.T).reshape(len(segments), lmax, n).transpose(0, 2, 1)
         d = (q * q).sum(1)[None, :, None] - 2 * cross + (x * x).sum(2)[:, None, :]  # [S, n, L]
         d = np.where(valid[:, None, :], np.maximum(d, 0), np.inf)
@@ -193,10 +194,10 @@ class Ranker:
         if exclude_segments is not None and len(exclude_segments):
             exclude = np.zeros(self.n_segments, bool)
             exclude[exclude_segments] = True
-        ann_hits = self.build.ann.search(q_u8, self.params.ann_k)
+        ann_hits = self.store.search(q_u8, self.params.ann_k, exclude_segments=exclude_segments)
         votes = self.vote(q_u8, exclude, ann_hits)
         if p is not None and probs is None and self.params.w_knn > 0:
-            p = (1 - self.params.w_knn) * p + self.params.w_knn * self.knn_label_probs(*ann_hits, exclude)
+            p = (1 - self.params.w_knn) * p + self.params.w_knn * self.knn_label_probs(ann_hits, exclude)
         acoustic_ids = np.array(sorted(votes, key=votes.get, reverse=True)[: self.params.acoustic_candidates],
                                 dtype=np.int64)
         if p is not None:

@@ -1,4 +1,4 @@
-"""The build pipeline: sources → vectors + metadata → label head → ScaNN → manifest → atomic swap.
+"""The build pipeline: sources → vectors + metadata → label head → vector store → manifest → atomic swap.
 
 Everything is written into a fresh ``builds/.tmp-<id>`` folder and only renamed and pointed at
 when complete, so a failed or interrupted build never disturbs the current one. Bad shards are
@@ -152,9 +152,13 @@ def build_index(
     stage_s = {"ingest": round(time.time() - t0, 2)}
     tmp, build_id = store.new_build_dir(data_dir)
     try:
-        np.save(tmp / "vectors.npy", vectors)
-        np.save(tmp / "row_segment.npy", row_segment)
-        np.save(tmp / "row_second.npy", row_second)
+        from core.index.vectorstore import BuildContext, RowBatch, store_class
+
+        vstore = store_class(settings.vector_store)
+        if vstore.kind == "scann":  # an embedded store keeps the rows in the build; a remote one does not
+            np.save(tmp / "vectors.npy", vectors)
+            np.save(tmp / "row_segment.npy", row_segment)
+            np.save(tmp / "row_second.npy", row_second)
         (tmp / "labels.json").write_text(json.dumps({
             "names": labels.names, "mids": labels.mids, "descriptions": labels.descriptions,
             "children": {str(k): v for k, v in labels.children.items()}}), encoding="utf-8")
@@ -187,9 +191,10 @@ def build_index(
             stage_s["label_head_training"] = round(time.time() - t_stage, 2)
             t_stage = time.time()
             progress(ProgressEvent("labels", 0, len(vectors), "vectors"))
-            idx, prob = top_k_view(head, vectors)
-            np.save(tmp / "row_labels_idx.npy", idx)
-            np.save(tmp / "row_labels_p.npy", prob)
+            if vstore.kind == "scann":  # remote stores label fetched rows on demand (IndexBuild.row_label_probs)
+                idx, prob = top_k_view(head, vectors)
+                np.save(tmp / "row_labels_idx.npy", idx)
+                np.save(tmp / "row_labels_p.npy", prob)
             progress(ProgressEvent("labels", len(vectors), len(vectors), "vectors"))
             stage_s["row_label_view"] = round(time.time() - t_stage, 2)
             # Library files carry no labels: give each its head's confident labels.
@@ -212,14 +217,16 @@ def build_index(
              ",".join(map(str, s[4])), s[5], s[6], s[7])
             for i, s in enumerate(segs)])
 
-        # -- ScaNN ------------------------------------------------------------------------------------
-        from core.index.ann import DEFAULT_SHARD_ROWS, build_ann
-
-        progress(ProgressEvent("scann", 0, None, "shards"))
+        # -- the vector store (ScaNN in the build folder, or a new Milvus collection) ---------------------
+        progress(ProgressEvent(vstore.kind, 0, None, "shards" if vstore.kind == "scann" else "rows"))
         t_ann = time.time()
-        ann = build_ann(vectors, tmp / "scann", shard_rows=shard_rows or DEFAULT_SHARD_ROWS,
-                        on_shard=lambda d, t: progress(ProgressEvent("scann", d, t, "shards")))
-        ann["build_seconds"] = stage_s["scann"] = round(time.time() - t_ann, 2)
+        ctx = BuildContext(settings, tmp, build_id, seg_first, seg_len,
+                           progress=lambda d, t: progress(ProgressEvent(vstore.kind, d, t,
+                                                                        "shards" if vstore.kind == "scann" else "rows")))
+        whole = [RowBatch(vectors, row_segment, row_second)]
+        ann = (vstore.build(whole, ctx, shard_rows=shard_rows) if vstore.kind == "scann"
+               else vstore.build(whole, ctx))
+        ann["build_seconds"] = stage_s[vstore.kind] = round(time.time() - t_ann, 2)
 
         pca = settings.vggish_pca_params()
         n_audioset = sum(1 for s in segs if s[0] == store.SOURCE_AUDIOSET)
@@ -262,6 +269,9 @@ def build_index(
         final = store.commit_build(data_dir, tmp, build_id)
     except BaseException:
         store.discard_build(tmp)
+        if "ann" in locals() and isinstance(ann, dict):
+            vstore.discard(settings, ann)  # a remote store's pending collection must not linger
         raise
+    vstore.publish(settings, ann)
     progress(ProgressEvent("done", 1, 1, "builds", f"{len(vectors):,} vectors in {time.time() - t0:.1f}s"))
     return final

@@ -326,8 +326,9 @@ def write_segments_db(path: Path, rows: list[tuple]) -> None:
 class IndexBuild:
     """One finished build, opened read-only. Arrays are memory-mapped; the searcher loads lazily."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, settings=None):
         self.path = Path(path)
+        self.settings = settings  # where to reach a remote vector store (None: from the environment)
         try:
             self.manifest: dict = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
@@ -404,6 +405,13 @@ class IndexBuild:
         """Dense float32 [len(rows), n_labels] label probabilities rebuilt from the top-K view."""
         view = self.row_labels
         out = np.zeros((len(rows), n_labels), dtype=np.float32)
+        if view is None and self.store_kind != "scann" and self.labelhead is not None and len(rows):
+            # Remote stores keep no per-row view on this machine: the head labels the fetched vectors.
+            from core.labelhead import top_k_view
+
+            idx, p = top_k_view(self.labelhead, self.ann.vectors(np.asarray(rows)))
+            np.put_along_axis(out, idx.astype(np.int64), p.astype(np.float32) / 255.0, axis=1)
+            return out
         if view is None:
             return out
         idx, p = view
@@ -437,13 +445,18 @@ class IndexBuild:
     # -- ANN --------------------------------------------------------------------------------
     @property
     def ann(self):
+        """The build's vector store (``core.index.vectorstore``), opened on first use."""
         if self._ann is None:
             with self._ann_lock:
                 if self._ann is None:
-                    from core.index.ann import AnnIndex
+                    from core.index.vectorstore import open_store
 
-                    self._ann = AnnIndex.load(self.path / "scann", self.manifest.get("ann", {}))
+                    self._ann = open_store(self, self.settings)
         return self._ann
+
+    @property
+    def store_kind(self) -> str:
+        return (self.manifest.get("ann") or {}).get("store", "scann")
 
     # -- SQLite metadata ------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -491,13 +504,14 @@ def _builds_newest_first(data_dir: Path) -> list[str]:
     return sorted((p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True)
 
 
-def open_current(data_dir: str | Path, *, verify: bool = True) -> IndexBuild:
+def open_current(data_dir: str | Path, settings=None, *, verify: bool = True) -> IndexBuild:
     """The build CURRENT points at, verified; else the newest older build that verifies.
 
     IndexMissingError when there is no pointer; IndexBrokenError when neither the current build
     nor any kept build is intact. A fallback is logged at WARNING and marked on the build
     (``fallback_reason``) so ``index status`` can say so. Nothing is changed on disk: the next
-    good build (``index build``/``refresh``) repairs the situation.
+    good build (``index build``/``refresh``) repairs the situation. ``settings`` say where a
+    remote vector store lives (None: from the environment).
     """
     data_dir = Path(data_dir)
     name = read_pointer(data_dir)
@@ -509,7 +523,7 @@ def open_current(data_dir: str | Path, *, verify: bool = True) -> IndexBuild:
         try:
             if verify:
                 verify_build(path)
-            build = IndexBuild(path)
+            build = IndexBuild(path, settings)
         except IndexMissingError as err:
             if first_problem is None:
                 first_problem = str(err)
