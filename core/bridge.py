@@ -187,6 +187,10 @@ class LabelBridge:
         """From a :class:`core.index.store.IndexBuild` (``row_segment``, ``row_second``,
         ``segments['label_ptr'/'label_idx']``, ``row_labels``)."""
         seg = build.segments
+        if getattr(build, "store_kind", "scann") != "scann":
+            # A remote vector store keeps no per-row arrays here: one pseudo-row per segment, clip labels only.
+            n_seg = len(seg["seg_len"])
+            return cls(np.arange(n_seg), np.zeros(n_seg, np.int64), seg["label_ptr"], seg["label_idx"], **kw)
         view = build.row_labels
         idx, p = view if view is not None else (None, None)
         return cls(build.row_segment, build.row_second, seg["label_ptr"], seg["label_idx"], idx, p, **kw)

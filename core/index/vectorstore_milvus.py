@@ -1,0 +1,376 @@
+"""The ``milvus`` vector store: per-second vectors in a Milvus collection, one collection per build.
+
+Why this shape:
+
+* **Nothing per-row in the serving process.** A row's primary key *is* its place:
+  ``id = segment_key << 16 | second``, so a hit's (segment, second) comes back with the hit itself
+  and needs no row map; vectors for exact re-alignment are fetched by key (``id in [...]``);
+  "not this video" is a scalar filter on ``segment``. The process keeps per-segment arrays only.
+* **Builds are collections, switched by an alias** (``<prefix>_current``): a build writes a new
+  collection, builds the SCANN index, tunes ``nprobe``/``reorder_k`` for recall@10 against exact
+  search on a sample, verifies the row count and the recall, and only then is the alias moved in
+  one call — readers see the old collection or the new one, never a half-built one. The previous
+  collection survives one more build (readers that loaded it keep working), older ones are dropped.
+* Milvus 2.3 stores float32 (no int8 vectors), so rows are the dequantized bytes ``q*4/255-2``
+  and its "L2" is squared L2: distances match the ScaNN store's.
+* Milvus's SCANN is IVF + 4-bit fast-scan PQ + exact re-rank (Knowhere), not Google's ScaNN;
+  ``nlist`` ≈ 2·√N (a power of two), searched with the tuned ``nprobe`` and ``reorder_k``.
+
+Segment keys: a plain build uses the dense segment id as the key; a sharded build
+(``core.index.milvus_ingest``) uses ``input shard << 20 | record`` so machines never coordinate
+ids, and the build keeps the sorted keys (one per segment) to map them back.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from core.errors import EchoVidsError, IndexMissingError
+from core.index.ann import dequantize, exact_search, recall_at_k
+from core.index.vectorstore import BuildContext, Neighbours, RowBatch, VectorStore
+
+SECOND_BITS = 16
+TARGET_RECALL = 0.97        # what tuning aims for (the ScaNN store's target)
+VERIFY_RECALL = 0.95        # below this a build is refused and its collection dropped
+INSERT_ROWS = 20_000        # rows per insert call (~10 MB of float32: well under gRPC's 64 MB)
+QUERY_IDS = 8_000           # primary keys per `id in [...]` fetch
+NPROBES = (8, 16, 32, 64, 128, 256)
+REORDERS = (100, 200, 400)
+
+
+class MilvusStoreError(EchoVidsError):
+    """The Milvus server cannot be reached, or a build on it failed verification."""
+
+
+def _pymilvus():
+    """pymilvus, imported quietly (it warns about pkg_resources on import)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pymilvus
+    return pymilvus
+
+
+_connections: dict[tuple[str, str | None], str] = {}
+_conn_lock = threading.Lock()
+
+
+def connect(settings: Any) -> str:
+    """A pymilvus connection alias for the configured server, opened once per (URI, token)."""
+    key = (settings.milvus_uri, settings.milvus_token)
+    with _conn_lock:
+        alias = _connections.get(key)
+        if alias is not None:
+            return alias
+        pm = _pymilvus()
+        alias = f"echovids-{uuid.uuid4().hex[:8]}"
+        kwargs: dict = {"uri": settings.milvus_uri, "timeout": 10}
+        if settings.milvus_token:
+            kwargs["token"] = settings.milvus_token
+        try:
+            pm.connections.connect(alias, **kwargs)
+        except Exception as err:  # pymilvus raises MilvusException and plain gRPC errors alike
+            raise MilvusStoreError(f"cannot reach Milvus at {settings.milvus_uri} ({_reason(err)}); "
+                                   "check ECHOVIDS_MILVUS_URI and ECHOVIDS_MILVUS_TOKEN") from None
+        _connections[key] = alias
+        return alias
+
+
+def _reason(err: Exception) -> str:
+    text = getattr(err, "message", None) or str(err)
+    return text.strip().splitlines()[0][:200] if text.strip() else type(err).__name__
+
+
+def alias_name(settings: Any) -> str:
+    return f"{settings.milvus_prefix}_current"
+
+
+def collection_name(settings: Any, build_id: str) -> str:
+    return f"{settings.milvus_prefix}_b{re.sub(r'[^0-9A-Za-z]', '_', build_id)}"
+
+
+def choose_nlist(n: int) -> int:
+    """IVF lists ≈ 2·√N as a power of two (1024 at bal_train's 220 k, 2048 at 1 M)."""
+    return int(min(4096, max(16, 2 ** round(math.log2(max(1.0, 2 * math.sqrt(n)))))))
+
+
+def create_collection(settings: Any, name: str, *, drop_existing: bool = True):
+    """An empty collection with the Echo-Vids row schema (id, segment, vector)."""
+    pm = _pymilvus()
+    using = connect(settings)
+    if pm.utility.has_collection(name, using=using):
+        if not drop_existing:
+            return pm.Collection(name, using=using)
+        pm.utility.drop_collection(name, using=using)
+    fields = [
+        pm.FieldSchema("id", pm.DataType.INT64, is_primary=True, auto_id=False,
+                       description="segment_key << 16 | second"),
+        pm.FieldSchema("segment", pm.DataType.INT64, description="segment key"),
+        pm.FieldSchema("vector", pm.DataType.FLOAT_VECTOR, dim=128, description="q*4/255-2 of the uint8 bytes"),
+    ]
+    schema = pm.CollectionSchema(fields, description="Echo-Vids per-second AudioSet/VGGish vectors")
+    return pm.Collection(name, schema, using=using, consistency_level="Bounded")
+
+
+def insert_rows(collection, vectors_u8: np.ndarray, keys: np.ndarray, seconds: np.ndarray, *,
+                upsert: bool = False) -> None:
+    """Write rows in gRPC-sized chunks; ``upsert`` makes re-sending a row harmless (resumed ingest)."""
+    write = collection.upsert if upsert else collection.insert
+    keys = np.asarray(keys, np.int64)
+    seconds = np.asarray(seconds, np.int64)
+    for lo in range(0, len(vectors_u8), INSERT_ROWS):
+        hi = min(len(vectors_u8), lo + INSERT_ROWS)
+        k = keys[lo:hi]
+        write([((k << SECOND_BITS) | seconds[lo:hi]).tolist(), k.tolist(), dequantize(vectors_u8[lo:hi])])
+
+
+def count_rows(collection) -> int:
+    """Live rows (``num_entities`` also counts rows replaced by upserts until compaction)."""
+    res = collection.query(expr="", output_fields=["count(*)"])
+    return int(res[0]["count(*)"])
+
+
+def _sample_queries(vectors_u8: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indexed seconds plus Gaussian noise (half σ=0.25, half σ=0.6): the ScaNN store's tuning set."""
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(len(vectors_u8), min(n, len(vectors_u8)), replace=False))
+    x = dequantize(vectors_u8[picks])
+    sigma = np.where(np.arange(len(x)) % 2 == 0, 0.25, 0.6)[:, None]
+    x = np.clip(x + rng.normal(0, 1, x.shape).astype(np.float32) * sigma, -2, 2)
+    return np.floor((x + 2) * (255 / 4)).astype(np.uint8)
+
+
+def index_and_tune(settings: Any, collection, expected_rows: int, truth_vectors: np.ndarray,
+                   truth_keys: np.ndarray, truth_seconds: np.ndarray, *, queries: int = 120, seed: int = 0) -> dict:
+    """Flush, build the SCANN index, load, tune (nprobe, reorder_k), verify; the manifest's search part.
+
+    ``truth_vectors`` are all indexed rows (uint8) with their segment keys and seconds: exact search
+    over them is the recall reference.
+    """
+    collection.flush()
+    nlist = choose_nlist(expected_rows)
+    index = {"index_type": "SCANN", "metric_type": "L2", "params": {"nlist": nlist, "with_raw_data": True}}
+    collection.create_index("vector", index)
+    collection.load()
+    rows = count_rows(collection)  # counting needs a loaded collection
+    if rows != expected_rows:
+        raise MilvusStoreError(f"collection {collection.name} holds {rows:,} rows, expected {expected_rows:,}")
+    q = _sample_queries(truth_vectors, queries, seed)
+    exact_rows, _ = exact_search(truth_vectors, q, 10)
+    exact_pk = (np.asarray(truth_keys, np.int64)[exact_rows] << SECOND_BITS) | np.asarray(truth_seconds, np.int64)[exact_rows]
+    qf = dequantize(q)
+    tried = []
+    best = None
+    for nprobe in NPROBES:
+        if nprobe > nlist:
+            break
+        for reorder in REORDERS:
+            res = collection.search(qf, "vector", {"metric_type": "L2", "params": {"nprobe": nprobe, "reorder_k": reorder}},
+                                    limit=10)
+            got = np.array([list(h.ids) + [-1] * (10 - len(h.ids)) for h in res], dtype=np.int64)
+            rec = recall_at_k(got, exact_pk, 10)
+            tried.append((nprobe, reorder, round(rec, 4)))
+            if rec >= TARGET_RECALL:
+                best = (nprobe, reorder, rec)
+                break
+        if best:
+            break
+    if best is None:
+        best = max(tried, key=lambda t: t[2])
+    if best[2] < VERIFY_RECALL:
+        raise MilvusStoreError(f"collection {collection.name}: recall@10 {best[2]:.3f} < {VERIFY_RECALL} "
+                               f"even at nprobe {best[0]}, reorder_k {best[1]}")
+    return {"rows": rows, "index": {"index_type": "SCANN", "nlist": nlist, "metric_type": "L2"},
+            "search": {"nprobe": int(best[0]), "reorder_k": int(best[1])},
+            "tuned_recall_at_10": round(float(best[2]), 4), "tuning_queries": int(len(q)), "tuning_tried": tried}
+
+
+def switch_alias(settings: Any, collection: str) -> str | None:
+    """Point ``<prefix>_current`` at ``collection`` atomically; returns the collection it pointed at."""
+    pm = _pymilvus()
+    using = connect(settings)
+    alias = alias_name(settings)
+    previous = current_collection(settings)
+    if previous is None:
+        pm.utility.create_alias(collection, alias, using=using)
+    elif previous != collection:
+        pm.utility.alter_alias(collection, alias, using=using)
+    return previous
+
+
+def current_collection(settings: Any) -> str | None:
+    """The collection the alias points at, or None when there is no alias yet."""
+    pm = _pymilvus()
+    using = connect(settings)
+    for name in pm.utility.list_collections(using=using):
+        if name.startswith(settings.milvus_prefix + "_b") and alias_name(settings) in pm.utility.list_aliases(name, using=using):
+            return name
+    return None
+
+
+def drop_superseded(settings: Any, keep: Sequence[str]) -> list[str]:
+    """Drop this prefix's build collections older than every kept one (the grace period is one build:
+    the previous collection stays for readers that still have it loaded). Newer, unaliased ones are
+    pending sharded builds and are left alone."""
+    pm = _pymilvus()
+    using = connect(settings)
+    prefix = settings.milvus_prefix + "_b"
+    oldest_kept = min(keep)
+    dropped = []
+    for name in pm.utility.list_collections(using=using):
+        if name.startswith(prefix) and name not in keep and name < oldest_kept:
+            pm.utility.drop_collection(name, using=using)
+            dropped.append(name)
+    return dropped
+
+
+class MilvusStore(VectorStore):
+    kind = "milvus"
+
+    def __init__(self, collection, ann: dict, seg_first: np.ndarray, seg_keys: np.ndarray | None):
+        self.collection = collection
+        self.ann = ann
+        self.seg_first = np.asarray(seg_first, np.int64)
+        self.seg_keys = None if seg_keys is None else np.asarray(seg_keys, np.int64)
+        self.params = dict(ann["search"])
+
+    # -- writing -----------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, batches: Iterable[RowBatch], ctx: BuildContext) -> dict:
+        """Dense keys (segment id); every batch is inserted, then indexed, tuned and verified.
+
+        ``batches`` is read twice (insert, then exact ground truth), so pass a list.
+        """
+        settings = ctx.settings
+        name = collection_name(settings, ctx.build_id)
+        batches = list(batches)
+        total = int(sum(len(b.vectors) for b in batches))
+        collection = create_collection(settings, name)
+        try:
+            done = 0
+            for b in batches:
+                insert_rows(collection, b.vectors, b.segment, b.second)
+                done += len(b.vectors)
+                ctx.progress(done, total)
+            truth = batches[0].vectors if len(batches) == 1 else np.concatenate([b.vectors for b in batches])
+            seg = np.concatenate([b.segment for b in batches]).astype(np.int64)
+            sec = np.concatenate([b.second for b in batches]).astype(np.int64)
+            tuned = index_and_tune(settings, collection, total, truth, seg, sec)
+        except BaseException:
+            _drop_quietly(settings, name)
+            raise
+        return {"store": cls.kind, "collection": name, "alias": alias_name(settings),
+                "metric": "squared_l2", "space": "dequantized", "segment_keys": "dense", **tuned}
+
+    @classmethod
+    def publish(cls, settings: Any, ann: dict) -> None:
+        previous = switch_alias(settings, ann["collection"])
+        drop_superseded(settings, [c for c in (ann["collection"], previous) if c])
+
+    @classmethod
+    def discard(cls, settings: Any, ann: dict) -> None:
+        if ann.get("collection"):
+            _drop_quietly(settings, ann["collection"])
+
+    # -- reading -----------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, build: Any, settings: Any) -> MilvusStore:
+        pm = _pymilvus()
+        ann = build.manifest["ann"]
+        using = connect(settings)
+        name = ann["collection"]
+        if not pm.utility.has_collection(name, using=using):
+            raise IndexMissingError(f"the current index's Milvus collection {name} is gone from "
+                                    f"{settings.milvus_uri}; run `echovids index build` again")
+        collection = pm.Collection(name, using=using)
+        collection.load()  # a no-op when loaded; reloads after a server restart
+        keys = None
+        if ann.get("segment_keys") not in (None, "dense"):
+            keys = np.load(build.path / ann["segment_keys"])
+        return cls(collection, ann, build.segments["seg_first_row"], keys)
+
+    def _seg_of_key(self, keys: np.ndarray) -> np.ndarray:
+        if self.seg_keys is None:
+            return keys
+        return np.searchsorted(self.seg_keys, keys)
+
+    def _key_of_seg(self, seg: np.ndarray) -> np.ndarray:
+        return seg if self.seg_keys is None else self.seg_keys[seg]
+
+    def search(self, queries_u8: np.ndarray, k: int, *,
+               exclude_segments: np.ndarray | None = None) -> Neighbours:
+        q = dequantize(np.atleast_2d(queries_u8))
+        expr = None
+        if exclude_segments is not None and len(exclude_segments):
+            keys = self._key_of_seg(np.asarray(exclude_segments, np.int64))
+            expr = f"segment not in [{','.join(map(str, keys.tolist()))}]"
+        params = {"metric_type": "L2",
+                  "params": {"nprobe": self.params["nprobe"], "reorder_k": max(k, self.params["reorder_k"])}}
+        res = self.collection.search(q, "vector", params, limit=k, expr=expr)
+        ids = np.zeros((len(q), k), np.int64)
+        dist = np.full((len(q), k), np.inf, np.float32)
+        for i, hits in enumerate(res):
+            got = list(hits.ids)
+            if got:
+                m = len(got)
+                ids[i, :m] = got
+                dist[i, :m] = hits.distances
+                ids[i, m:] = got[-1]  # padding: a real row with zero weight (distance ∞)
+        keys = ids >> SECOND_BITS
+        return Neighbours(self._seg_of_key(keys), ids & ((1 << SECOND_BITS) - 1), dist)
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        if len(rows) == 0:
+            return np.zeros((0, 128), np.uint8)
+        seg = np.searchsorted(self.seg_first, rows, side="right") - 1
+        pk = (self._key_of_seg(seg) << SECOND_BITS) | (rows - self.seg_first[seg])
+        uniq, inv = np.unique(pk, return_inverse=True)
+        out = np.zeros((len(uniq), 128), np.float32)
+        for lo in range(0, len(uniq), QUERY_IDS):
+            part = uniq[lo:lo + QUERY_IDS]
+            got = self.collection.query(expr=f"id in [{','.join(map(str, part.tolist()))}]",
+                                        output_fields=["vector"])
+            if len(got) != len(part):
+                raise IndexMissingError(f"Milvus collection {self.collection.name} lacks "
+                                        f"{len(part) - len(got)} of the rows asked for")
+            got_ids = np.fromiter((g["id"] for g in got), np.int64, len(got))
+            where = np.searchsorted(part, got_ids) + lo
+            out[where] = np.asarray([g["vector"] for g in got], np.float32)
+        q = np.rint((out + 2.0) * (255.0 / 4.0))
+        return np.clip(q, 0, 255).astype(np.uint8)[inv]
+
+    @property
+    def size(self) -> int:
+        return int(self.ann["rows"])
+
+    def recall_settings(self) -> dict:
+        return {"store": self.kind, "collection": self.collection.name, **self.ann["index"], **self.params,
+                "tuned_recall_at_10": self.ann.get("tuned_recall_at_10")}
+
+    def tune(self, *, nprobe: int | None = None, reorder_k: int | None = None) -> None:
+        if nprobe:
+            self.params["nprobe"] = int(nprobe)
+        if reorder_k:
+            self.params["reorder_k"] = int(reorder_k)
+
+    def close(self) -> None:
+        self.collection = None
+
+
+def _drop_quietly(settings: Any, name: str) -> None:
+    try:
+        pm = _pymilvus()
+        using = connect(settings)
+        if pm.utility.has_collection(name, using=using):
+            pm.utility.drop_collection(name, using=using)
+    except Exception:  # the build's own error is the one to report
+        time.sleep(0)
