@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder of your own audio files, embedded with VGGish (repeatable); "
                        "an optional library.csv (path,url,title) gives links and titles")
     build.add_argument("--if-missing", action="store_true", help="do nothing when a current build exists")
+    build.add_argument("--shard", metavar="K/N",
+                       help="Milvus store: ingest the K-th of N slices of the AudioSet input into the shared "
+                       "pending collection (resumable); the last slice to finish verifies it and moves the alias")
+    build.add_argument("--finalize", action="store_true",
+                       help="Milvus store: verify and publish a sharded build whose slices are all in")
     _add_index_flag(build)
     status = index_sub.add_parser("status", help="show what the current index holds",
                                   description="Show counts, sources, build time, size and manifest of the current index.")

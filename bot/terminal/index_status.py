@@ -50,7 +50,13 @@ def run(args, settings) -> int:
     kinds = ", ".join(sorted({s['kind'] for s in shards}))
     tuned = ", ".join(f"leaves {s.get('leaves_to_search')}/{s.get('num_leaves')} reorder {s.get('reorder')}"
                       for s in shards if s.get("kind") == "ah")
-    print(f"scann           {len(shards)} shard(s), {kinds}" + (f" ({tuned})" if tuned else ""))
+    if ann.get("store") == "milvus":
+        print(f"milvus          collection {ann.get('collection')} (alias {ann.get('alias')}), "
+              f"{ann.get('index', {}).get('index_type')} nlist {ann.get('index', {}).get('nlist')}, "
+              f"nprobe {ann.get('search', {}).get('nprobe')} reorder_k {ann.get('search', {}).get('reorder_k')}, "
+              f"recall@10 {ann.get('tuned_recall_at_10')}")
+    else:
+        print(f"scann           {len(shards)} shard(s), {kinds}" + (f" ({tuned})" if tuned else ""))
     lh = m.get("labelhead")
     print(f"label head      {'mlp, hidden ' + str(lh['hidden']) if lh else 'none'}")
     src = m.get("sources", {})

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -71,12 +71,17 @@ def build_index(
     progress: ProgressCallback | None = None,
     shard_rows: int | None = None,
     train_head: bool = True,
+    read_shards: Callable[[list[Path]], Iterable] | None = None,
+    store_options: dict | None = None,
 ) -> Path:
     """Build a new index in ``settings.data_dir`` and make it current; returns the build path.
 
     With neither ``audioset_dirs`` nor ``library_dirs``, the sources default to the current
     build's manifest (so a refresh rebuilds the same index) and then to
     ``settings.audioset_dirs``.
+
+    ``read_shards`` replaces reading the TFRecords (a sharded Milvus build hands in what its slices
+    already ingested); ``store_options`` go to the vector store's build (e.g. adopt that collection).
     """
     progress = progress or no_progress
     t0 = time.time()
@@ -110,7 +115,7 @@ def build_index(
     segs: list[tuple] = []  # (source, video_id, start, n, labels, title, url, path)
     bad_shards: list[str] = []
     skipped_records = excluded = 0
-    for i, (shard, records) in enumerate(_read_shards(shards)):
+    for i, (shard, records) in enumerate((read_shards or _read_shards)(shards)):
         if isinstance(records, ShardError):
             bad_shards.append(str(records))
             continue
@@ -220,7 +225,7 @@ def build_index(
         # -- the vector store (ScaNN in the build folder, or a new Milvus collection) ---------------------
         progress(ProgressEvent(vstore.kind, 0, None, "shards" if vstore.kind == "scann" else "rows"))
         t_ann = time.time()
-        ctx = BuildContext(settings, tmp, build_id, seg_first, seg_len,
+        ctx = BuildContext(settings, tmp, build_id, seg_first, seg_len, options=store_options or {},
                            progress=lambda d, t: progress(ProgressEvent(vstore.kind, d, t,
                                                                         "shards" if vstore.kind == "scann" else "rows")))
         whole = [RowBatch(vectors, row_segment, row_second)]

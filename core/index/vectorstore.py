@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ class BuildContext:
     build_id: str
     seg_first: np.ndarray            # int64 [S] first dense row of each segment
     seg_len: np.ndarray              # int32 [S]
+    options: dict = field(default_factory=dict)   # store-specific (Milvus: adopt a sharded ingest)
     progress: Callable[[int, int | None], None] = lambda done, total: None
 
 

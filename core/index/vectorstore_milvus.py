@@ -216,19 +216,33 @@ def current_collection(settings: Any) -> str | None:
     return None
 
 
+PUBLISHED = "milvus-published.json"
+
+
 def drop_superseded(settings: Any, keep: Sequence[str]) -> list[str]:
-    """Drop this prefix's build collections older than every kept one (the grace period is one build:
-    the previous collection stays for readers that still have it loaded). Newer, unaliased ones are
-    pending sharded builds and are left alone."""
+    """Drop collections this data directory published earlier, except ``keep`` (the grace period is
+    one build: the previous collection stays for readers that still have it loaded). Collections
+    never published here (a sharded ingest still pending, another deployment's) are left alone."""
+    import json
+    from pathlib import Path
+
     pm = _pymilvus()
     using = connect(settings)
-    prefix = settings.milvus_prefix + "_b"
-    oldest_kept = min(keep)
+    ledger = Path(settings.data_dir) / PUBLISHED
+    try:
+        published = json.loads(ledger.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        published = []
+    published = list(dict.fromkeys([*published, *keep]))
     dropped = []
-    for name in pm.utility.list_collections(using=using):
-        if name.startswith(prefix) and name not in keep and name < oldest_kept:
-            pm.utility.drop_collection(name, using=using)
+    for name in published:
+        if name not in keep:
+            if pm.utility.has_collection(name, using=using):
+                pm.utility.drop_collection(name, using=using)
             dropped.append(name)
+    tmp = ledger.with_suffix(f".{uuid.uuid4().hex[:6]}")
+    tmp.write_text(json.dumps([n for n in published if n not in dropped]), encoding="utf-8")
+    tmp.replace(ledger)
     return dropped
 
 
@@ -250,25 +264,38 @@ class MilvusStore(VectorStore):
         ``batches`` is read twice (insert, then exact ground truth), so pass a list.
         """
         settings = ctx.settings
-        name = collection_name(settings, ctx.build_id)
+        adopt = ctx.options.get("adopt_collection")
+        seg_keys = ctx.options.get("segment_keys")  # sparse keys of a sharded ingest, one per segment
+        name = adopt or collection_name(settings, ctx.build_id)
         batches = list(batches)
         total = int(sum(len(b.vectors) for b in batches))
-        collection = create_collection(settings, name)
+        if adopt:  # the slices already wrote every row (core.index.milvus_ingest)
+            pm = _pymilvus()
+            collection = pm.Collection(name, using=connect(settings))
+        else:
+            collection = create_collection(settings, name)
         try:
             done = 0
             for b in batches:
-                insert_rows(collection, b.vectors, b.segment, b.second)
+                if not adopt:
+                    insert_rows(collection, b.vectors, b.segment, b.second)
                 done += len(b.vectors)
                 ctx.progress(done, total)
             truth = batches[0].vectors if len(batches) == 1 else np.concatenate([b.vectors for b in batches])
             seg = np.concatenate([b.segment for b in batches]).astype(np.int64)
             sec = np.concatenate([b.second for b in batches]).astype(np.int64)
-            tuned = index_and_tune(settings, collection, total, truth, seg, sec)
+            keys = seg if seg_keys is None else np.asarray(seg_keys, np.int64)[seg]
+            tuned = index_and_tune(settings, collection, total, truth, keys, sec)
         except BaseException:
-            _drop_quietly(settings, name)
+            if not adopt:  # a sharded ingest stays for a retried finalize
+                _drop_quietly(settings, name)
             raise
+        key_file = "dense"
+        if seg_keys is not None:
+            key_file = "segment_keys.npy"
+            np.save(ctx.out_dir / key_file, np.asarray(seg_keys, np.int64))
         return {"store": cls.kind, "collection": name, "alias": alias_name(settings),
-                "metric": "squared_l2", "space": "dequantized", "segment_keys": "dense", **tuned}
+                "metric": "squared_l2", "space": "dequantized", "segment_keys": key_file, **tuned}
 
     @classmethod
     def publish(cls, settings: Any, ann: dict) -> None:
