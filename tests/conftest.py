@@ -69,3 +69,25 @@ def small_index_dir(tmp_path_factory: pytest.TempPathFactory, bal_train_dir: Pat
     from tests.index_fixtures import build_small_index
 
     return build_small_index(tmp_path_factory.mktemp("data"), bal_train_dir, audioset_meta)
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory):
+    """A real Milvus standalone server from the venv's ``milvus`` package, on a free port, for the session.
+
+    Not skipped when missing: the Milvus store is part of the product, so a missing package (or a
+    port the embedded etcd cannot have) fails loudly with the reason. The server runs in its own
+    process group and is stopped by its PID (SIGINT, then SIGKILL of that group if it lingers).
+    """
+    from tests.milvus_server import MilvusProcess
+
+    server = MilvusProcess(tmp_path_factory.mktemp("milvus-server"))
+    try:
+        server.start()
+    except RuntimeError as err:
+        server.stop()
+        pytest.fail(str(err))
+    try:
+        yield server.uri
+    finally:
+        server.stop()
