@@ -364,3 +364,18 @@ class EchoVidsBot(commands.Bot):
                     log.exception("closing the engine failed")
             self.jobs.shutdown()
             self.restore_endpoints()
+
+
+class ShardedEchoVidsBot(EchoVidsBot, commands.AutoShardedBot):
+    """The same bot over the gateway shards in ``ECHOVIDS_SHARD_COUNT``/``ECHOVIDS_SHARD_IDS``, so N
+    processes (on N machines, sharing one Milvus index) split the guilds between them."""
+
+
+def create_bot(settings: Settings, **options: Any) -> EchoVidsBot:
+    """The bot class the settings ask for: one connection, or ``AutoShardedBot`` over given shards."""
+    if settings.shard_count is None:
+        return EchoVidsBot(settings, **options)
+    options.setdefault("shard_count", settings.shard_count)
+    if settings.shard_ids is not None:
+        options.setdefault("shard_ids", list(settings.shard_ids))
+    return ShardedEchoVidsBot(settings, **options)

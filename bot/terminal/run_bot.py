@@ -72,9 +72,9 @@ async def serve(settings: Settings, **bot_options: Any) -> None:
     """Start the bot and return when it is closed (by a signal or by ``bot.close()``)."""
     import discord
 
-    from bot.client import EchoVidsBot
+    from bot.client import create_bot
 
-    bot = EchoVidsBot(settings, **bot_options)
+    bot = create_bot(settings, **bot_options)
     remove_handlers = install_signal_handlers(bot)
     try:
         async with bot:

@@ -449,13 +449,16 @@ class FakeDiscord:
         return ws
 
     async def _send_ready(self) -> None:
-        await self.dispatch("READY", {
+        ready = {
             "v": 10, "user": {**self.bot_user.payload(), "verified": True, "mfa_enabled": False, "flags": 0},
             "guilds": [{"id": str(self.guild_id), "unavailable": True}],
             "session_id": "fake-session", "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.app_id), "flags": 0}, "private_channels": [],
             "relationships": [],
-        })
+        }
+        if self.identify and "shard" in self.identify:  # like Discord: READY names the shard identified
+            ready["shard"] = self.identify["shard"]
+        await self.dispatch("READY", ready)
         await self.dispatch("GUILD_CREATE", self.guild_payload())
 
     def guild_payload(self) -> dict:
