@@ -11,7 +11,15 @@ plus Gaussian noise σ=0.3 in dequantized units, re-quantized): for each N the A
 to measure resident memory, latency and recall against exact search on a few hundred queries.
 Each N runs in its own subprocess so peak RSS is that N's alone.
 
+Part 3, ``--store milvus``: the Milvus store beside ScaNN in one run, on the same vectors — bal_train
+(220 k real seconds) and synthetic sizes (``--milvus-sizes``, default 1 M): vector-store build time,
+loaded memory (ScaNN: this process's RSS growth; Milvus: the server's RSS), recall@10 against exact
+search for held-out query seconds, and p50/p95 of one 10-second note (10 query vectors in one call,
+at k=10 and at the ranker's k=60). A local server is started from the venv's ``milvus`` package
+unless ``--milvus-uri`` names one.
+
 usage: python bench/search.py [--skip-real] [--sizes 1000000,4000000,20800000] [--work DIR]
+       python bench/search.py --store milvus [--milvus-sizes 1000000] [--milvus-uri URI] [--work DIR]
 """
 
 from __future__ import annotations
@@ -174,6 +182,123 @@ def synth_search(vec_file: Path, out_dir: Path, queries: int = 300) -> dict:
             "per_query_second": _pcts(times), "exact_seconds": round(time.time() - t, 1)}
 
 
+def _server_rss_mb(server) -> float | None:
+    """Resident memory of a locally started Milvus server (its binary), or None for a remote one."""
+    if server is None or server.server_proc is None:
+        return None
+    with open(f"/proc/{server.server_proc.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 0)
+    return None
+
+
+def _note_latency(search, notes: list[np.ndarray], k: int) -> dict:
+    search(notes[0], k)  # warm
+    times = []
+    for q in notes:
+        t = time.perf_counter()
+        search(q, k)
+        times.append(time.perf_counter() - t)
+    return _pcts(times)
+
+
+def compare_stores(settings, vectors: np.ndarray, queries: np.ndarray, notes: list[np.ndarray], work: Path,
+                   server, label: str) -> dict:
+    """ScaNN and Milvus over the same vectors (10-second segments): build, memory, recall, latency."""
+    from core.index.ann import AnnIndex, build_ann, exact_search, recall_at_k
+    from core.index.vectorstore import BuildContext, batches_of
+    from core.index.vectorstore_milvus import MilvusStore, _pymilvus, connect
+
+    n = len(vectors)
+    seg_len = np.full((n + 9) // 10, 10, dtype=np.int64)
+    seg_len[-1] = n - 10 * (len(seg_len) - 1)
+    seg_first = np.concatenate([[0], np.cumsum(seg_len)[:-1]])
+    exact, _ = exact_search(vectors, queries, 10, chunk=1_000_000)
+    out: dict = {"vectors": n, "recall_queries": len(queries), "notes": len(notes)}
+
+    # ScaNN, in this process
+    sdir = work / f"scann_{label}"
+    shutil.rmtree(sdir, ignore_errors=True)
+    t = time.time()
+    ann_manifest = build_ann(vectors, sdir)
+    build_s = time.time() - t
+    rss0 = _rss_mb()
+    ann = AnnIndex.load(sdir, ann_manifest)
+    approx, _ = ann.search(queries, 10)
+    out["scann"] = {"build_seconds": round(build_s, 1), "loaded_rss_mb": round(_rss_mb() - rss0, 0),
+                    "recall_at_10_vs_exact": round(recall_at_k(approx, exact, 10), 4),
+                    "note_10s_k10": _note_latency(ann.search, notes, 10),
+                    "note_10s_k60": _note_latency(ann.search, notes, 60),
+                    "config": {k: v for k, v in ann_manifest["shards"][0].items() if k not in ("dir", "offset")}}
+    del ann
+    shutil.rmtree(sdir, ignore_errors=True)
+    print(json.dumps({label: {"scann": out["scann"]}}), file=sys.stderr, flush=True)
+
+    # Milvus, on the server
+    rss_before = _server_rss_mb(server)
+    ctx = BuildContext(settings, work, f"bench-{label}", seg_first, seg_len)
+    t = time.time()
+    milvus_ann = MilvusStore.build(list(batches_of(vectors, seg_first, seg_len, rows_per_batch=n)), ctx)
+    build_s = time.time() - t
+    pm = _pymilvus()
+    collection = pm.Collection(milvus_ann["collection"], using=connect(settings))
+    store = MilvusStore(collection, milvus_ann, seg_first, None)
+    hits = store.search(queries, 10)
+    got = seg_first[hits.segment] + hits.second
+    rss_after = _server_rss_mb(server)
+    out["milvus"] = {"build_seconds": round(build_s, 1),
+                     "server_rss_mb": rss_after, "server_rss_before_mb": rss_before,
+                     "recall_at_10_vs_exact": round(recall_at_k(got, exact, 10), 4),
+                     "tuned_recall_at_10": milvus_ann["tuned_recall_at_10"],
+                     "note_10s_k10": _note_latency(store.search, notes, 10),
+                     "note_10s_k60": _note_latency(store.search, notes, 60),
+                     "index": milvus_ann["index"], "search": milvus_ann["search"]}
+    t_fetch = []  # the ranker's exact re-alignment fetches ~180 candidate segments' seconds per query
+    cand = [seg_first[np.random.default_rng(i).choice(len(seg_len), 180, replace=False)] for i in range(20)]
+    for c in cand:
+        rows = (c[:, None] + np.arange(10)[None, :]).ravel()
+        rows = rows[rows < n]
+        t = time.perf_counter()
+        store.vectors(rows)
+        t_fetch.append(time.perf_counter() - t)
+    out["milvus"]["fetch_180_segments"] = _pcts(t_fetch)
+    collection.release()
+    pm.utility.drop_collection(milvus_ann["collection"], using=connect(settings))
+    print(json.dumps({label: {"milvus": out["milvus"]}}), file=sys.stderr, flush=True)
+    return out
+
+
+def milvus_part(settings, bal_train: Path, unbal: Path, work: Path, sizes: list[int], uri: str | None) -> dict:
+    from core.index.tfrecord import list_shards, read_shard
+
+    server = None
+    if uri is None:
+        from milvus import MilvusServer, MilvusServerConfig
+
+        server = MilvusServer(MilvusServerConfig(data_dir=str(work / "milvus-server")))
+        server.start()
+        uri = f"http://127.0.0.1:{server.listen_port}"
+    s = settings.with_overrides(vector_store="milvus", milvus_uri=uri, milvus_prefix="bench", data_dir=work)
+    try:
+        held = [r.embeddings for sh in list_shards([unbal]) for r in read_shard(sh)]
+        rng = np.random.default_rng(0)
+        flat = np.concatenate(held)
+        queries = flat[rng.choice(len(flat), 500, replace=False)]
+        notes = [e[:10] for e in held if len(e) >= 10][:200]
+        res: dict = {"uri_local": server is not None}
+        real = np.concatenate([r.embeddings for sh in list_shards([bal_train]) for r in read_shard(sh)])
+        res["bal_train"] = compare_stores(s, real, queries, notes, work, server, "bal_train")
+        for n in sizes:
+            vec = np.load(synth_vectors(bal_train, n, work / f"synth_{n}.npy"))
+            res[str(n)] = compare_stores(s, vec, queries, notes, work, server, str(n))
+            (work / f"synth_{n}.npy").unlink(missing_ok=True)
+        return res
+    finally:
+        if server is not None:
+            server.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-real", action="store_true")
@@ -181,6 +306,10 @@ def main() -> None:
     ap.add_argument("--work", default=None)
     ap.add_argument("--shard-rows", type=int, default=None)
     ap.add_argument("--child", nargs=3, metavar=("KIND", "VEC", "OUT"))
+    ap.add_argument("--store", choices=("scann", "milvus"), default="scann",
+                    help="milvus: compare the Milvus store with ScaNN (part 3) instead of parts 1-2")
+    ap.add_argument("--milvus-sizes", default="1000000")
+    ap.add_argument("--milvus-uri", default=None)
     args = ap.parse_args()
     if args.child:
         kind, vec, out = args.child
@@ -202,6 +331,12 @@ def main() -> None:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="echovids-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     out: dict = {"loadavg_start": os.getloadavg(), "cpus": os.cpu_count()}
+    if args.store == "milvus":
+        sizes = [int(x) for x in args.milvus_sizes.split(",") if x]
+        out["stores"] = milvus_part(settings, bal_train, unbal, work, sizes, args.milvus_uri)
+        out["loadavg_end"] = os.getloadavg()
+        print(json.dumps(out, indent=2))
+        return
     if not args.skip_real:
         out["bal_train"] = real_part(settings, bal_train, unbal, work)
         print(json.dumps(out["bal_train"]), file=sys.stderr, flush=True)

@@ -106,7 +106,7 @@ def evaluate(settings, audioset_dirs, *, seed: int = 0, holdout: float = 0.1, ma
                          "relevance": "result clip shares an AudioSet label with the query clip"},
             "ours": ours,
         }
-        if baselines:
+        if baselines and build.store_kind == "scann":  # the baselines scan every row in memory
             vec = np.asarray(build.vectors)
             seg_of_row = np.asarray(build.row_segment)
             # (a) mean of the query's seconds vs every indexed second, Euclidean on raw uint8
@@ -153,7 +153,7 @@ def evaluate(settings, audioset_dirs, *, seed: int = 0, holdout: float = 0.1, ma
             n = int(ranker.seg_len[sg])
             w = min(window, n)
             st = int(rng.integers(0, n - w + 1))
-            q = np.asarray(build.vectors[ranker.seg_first[sg] + st: ranker.seg_first[sg] + st + w])
+            q = build.ann.vectors(np.arange(ranker.seg_first[sg] + st, ranker.seg_first[sg] + st + w))
             noisy = dequantize(q) + rng.normal(0, 0.25, q.shape).astype(np.float32)
             qn = np.clip(np.floor((np.clip(noisy, -2, 2) + 2) * 255 / 4), 0, 255).astype(np.uint8)
             hits, _ = ranker.search(qn, 1)
