@@ -30,7 +30,7 @@ import numpy as np
 
 from core.index.builder import BuildError, build_index
 from core.index.tfrecord import AudioSetRecord, ShardError, list_shards, read_shard
-from core.index.vectorstore_milvus import collection_name, connect, create_collection, insert_rows
+from core.index.vectorstore_milvus import collection_name, connect, create_collection, insert_rows, milvus_errors
 from core.progress import ProgressCallback, ProgressEvent, no_progress
 
 PENDING = "milvus-pending"
@@ -94,7 +94,8 @@ def open_pending(settings, audioset_dirs: Iterable[str | Path]) -> Pending:
         raise BuildError(f"a sharded build of {', '.join(state['sources'])} is pending in {root}; "
                          "finish it (`echovids index build --finalize`) or remove that folder")
     pending = Pending(root, state["build_id"], state["collection"], state["sources"], state["inputs"])
-    create_collection(settings, pending.collection, drop_existing=False)
+    with milvus_errors("creating the pending collection"):
+        create_collection(settings, pending.collection, drop_existing=False)
     return pending
 
 
@@ -108,7 +109,8 @@ def ingest_slice(settings, pending: Pending, k: int, n: int, progress: ProgressC
     todo = [i for i in mine if not pending.part(i).is_file()]
     rows = 0
     for j, i in enumerate(todo):
-        rows += _ingest_file(collection, pending, i)
+        with milvus_errors(f"ingesting {Path(pending.inputs[i]).name}"):
+            rows += _ingest_file(collection, pending, i)
         progress(ProgressEvent("ingest", j + 1, len(todo), "files", f"{rows:,} rows"))
     return {"slice": f"{k}/{n}", "files": len(mine), "ingested_now": len(todo), "already_done": len(mine) - len(todo),
             "rows_now": rows, "files_missing_overall": len(pending.missing())}

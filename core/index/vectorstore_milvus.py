@@ -23,6 +23,7 @@ ids, and the build keeps the sorted keys (one per segment) to map them back.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import threading
@@ -82,6 +83,19 @@ def connect(settings: Any) -> str:
                                    "check ECHOVIDS_MILVUS_URI and ECHOVIDS_MILVUS_TOKEN") from None
         _connections[key] = alias
         return alias
+
+
+@contextlib.contextmanager
+def milvus_errors(doing: str):
+    """Turn pymilvus/gRPC failures into one typed line (the CLI and the bot print it, no traceback)."""
+    try:
+        yield
+    except EchoVidsError:
+        raise
+    except Exception as err:
+        if type(err).__module__.split(".")[0] not in ("pymilvus", "grpc"):
+            raise
+        raise MilvusStoreError(f"Milvus failed while {doing} ({_reason(err)})") from None
 
 
 def _reason(err: Exception) -> str:
@@ -263,44 +277,46 @@ class MilvusStore(VectorStore):
 
         ``batches`` is read twice (insert, then exact ground truth), so pass a list.
         """
-        settings = ctx.settings
-        adopt = ctx.options.get("adopt_collection")
-        seg_keys = ctx.options.get("segment_keys")  # sparse keys of a sharded ingest, one per segment
-        name = adopt or collection_name(settings, ctx.build_id)
-        batches = list(batches)
-        total = int(sum(len(b.vectors) for b in batches))
-        if adopt:  # the slices already wrote every row (core.index.milvus_ingest)
-            pm = _pymilvus()
-            collection = pm.Collection(name, using=connect(settings))
-        else:
-            collection = create_collection(settings, name)
-        try:
-            done = 0
-            for b in batches:
-                if not adopt:
-                    insert_rows(collection, b.vectors, b.segment, b.second)
-                done += len(b.vectors)
-                ctx.progress(done, total)
-            truth = batches[0].vectors if len(batches) == 1 else np.concatenate([b.vectors for b in batches])
-            seg = np.concatenate([b.segment for b in batches]).astype(np.int64)
-            sec = np.concatenate([b.second for b in batches]).astype(np.int64)
-            keys = seg if seg_keys is None else np.asarray(seg_keys, np.int64)[seg]
-            tuned = index_and_tune(settings, collection, total, truth, keys, sec)
-        except BaseException:
-            if not adopt:  # a sharded ingest stays for a retried finalize
-                _drop_quietly(settings, name)
-            raise
-        key_file = "dense"
-        if seg_keys is not None:
-            key_file = "segment_keys.npy"
-            np.save(ctx.out_dir / key_file, np.asarray(seg_keys, np.int64))
-        return {"store": cls.kind, "collection": name, "alias": alias_name(settings),
-                "metric": "squared_l2", "space": "dequantized", "segment_keys": key_file, **tuned}
+        with milvus_errors("building the collection"):
+            settings = ctx.settings
+            adopt = ctx.options.get("adopt_collection")
+            seg_keys = ctx.options.get("segment_keys")  # sparse keys of a sharded ingest, one per segment
+            name = adopt or collection_name(settings, ctx.build_id)
+            batches = list(batches)
+            total = int(sum(len(b.vectors) for b in batches))
+            if adopt:  # the slices already wrote every row (core.index.milvus_ingest)
+                pm = _pymilvus()
+                collection = pm.Collection(name, using=connect(settings))
+            else:
+                collection = create_collection(settings, name)
+            try:
+                done = 0
+                for b in batches:
+                    if not adopt:
+                        insert_rows(collection, b.vectors, b.segment, b.second)
+                    done += len(b.vectors)
+                    ctx.progress(done, total)
+                truth = batches[0].vectors if len(batches) == 1 else np.concatenate([b.vectors for b in batches])
+                seg = np.concatenate([b.segment for b in batches]).astype(np.int64)
+                sec = np.concatenate([b.second for b in batches]).astype(np.int64)
+                keys = seg if seg_keys is None else np.asarray(seg_keys, np.int64)[seg]
+                tuned = index_and_tune(settings, collection, total, truth, keys, sec)
+            except BaseException:
+                if not adopt:  # a sharded ingest stays for a retried finalize
+                    _drop_quietly(settings, name)
+                raise
+            key_file = "dense"
+            if seg_keys is not None:
+                key_file = "segment_keys.npy"
+                np.save(ctx.out_dir / key_file, np.asarray(seg_keys, np.int64))
+            return {"store": cls.kind, "collection": name, "alias": alias_name(settings),
+                    "metric": "squared_l2", "space": "dequantized", "segment_keys": key_file, **tuned}
 
     @classmethod
     def publish(cls, settings: Any, ann: dict) -> None:
-        previous = switch_alias(settings, ann["collection"])
-        drop_superseded(settings, [c for c in (ann["collection"], previous) if c])
+        with milvus_errors("moving the alias"):
+            previous = switch_alias(settings, ann["collection"])
+            drop_superseded(settings, [c for c in (ann["collection"], previous) if c])
 
     @classmethod
     def discard(cls, settings: Any, ann: dict) -> None:
@@ -310,19 +326,20 @@ class MilvusStore(VectorStore):
     # -- reading -----------------------------------------------------------------------------------
     @classmethod
     def open(cls, build: Any, settings: Any) -> MilvusStore:
-        pm = _pymilvus()
-        ann = build.manifest["ann"]
-        using = connect(settings)
-        name = ann["collection"]
-        if not pm.utility.has_collection(name, using=using):
-            raise IndexMissingError(f"the current index's Milvus collection {name} is gone from "
-                                    f"{settings.milvus_uri}; run `echovids index build` again")
-        collection = pm.Collection(name, using=using)
-        collection.load()  # a no-op when loaded; reloads after a server restart
-        keys = None
-        if ann.get("segment_keys") not in (None, "dense"):
-            keys = np.load(build.path / ann["segment_keys"])
-        return cls(collection, ann, build.segments["seg_first_row"], keys)
+        with milvus_errors("opening the collection"):
+            pm = _pymilvus()
+            ann = build.manifest["ann"]
+            using = connect(settings)
+            name = ann["collection"]
+            if not pm.utility.has_collection(name, using=using):
+                raise IndexMissingError(f"the current index's Milvus collection {name} is gone from "
+                                        f"{settings.milvus_uri}; run `echovids index build` again")
+            collection = pm.Collection(name, using=using)
+            collection.load()  # a no-op when loaded; reloads after a server restart
+            keys = None
+            if ann.get("segment_keys") not in (None, "dense"):
+                keys = np.load(build.path / ann["segment_keys"])
+            return cls(collection, ann, build.segments["seg_first_row"], keys)
 
     def _seg_of_key(self, keys: np.ndarray) -> np.ndarray:
         if self.seg_keys is None:
@@ -334,46 +351,48 @@ class MilvusStore(VectorStore):
 
     def search(self, queries_u8: np.ndarray, k: int, *,
                exclude_segments: np.ndarray | None = None) -> Neighbours:
-        q = dequantize(np.atleast_2d(queries_u8))
-        expr = None
-        if exclude_segments is not None and len(exclude_segments):
-            keys = self._key_of_seg(np.asarray(exclude_segments, np.int64))
-            expr = f"segment not in [{','.join(map(str, keys.tolist()))}]"
-        params = {"metric_type": "L2",
-                  "params": {"nprobe": self.params["nprobe"], "reorder_k": max(k, self.params["reorder_k"])}}
-        res = self.collection.search(q, "vector", params, limit=k, expr=expr)
-        ids = np.zeros((len(q), k), np.int64)
-        dist = np.full((len(q), k), np.inf, np.float32)
-        for i, hits in enumerate(res):
-            got = list(hits.ids)
-            if got:
-                m = len(got)
-                ids[i, :m] = got
-                dist[i, :m] = hits.distances
-                ids[i, m:] = got[-1]  # padding: a real row with zero weight (distance ∞)
-        keys = ids >> SECOND_BITS
-        return Neighbours(self._seg_of_key(keys), ids & ((1 << SECOND_BITS) - 1), dist)
+        with milvus_errors("searching"):
+            q = dequantize(np.atleast_2d(queries_u8))
+            expr = None
+            if exclude_segments is not None and len(exclude_segments):
+                keys = self._key_of_seg(np.asarray(exclude_segments, np.int64))
+                expr = f"segment not in [{','.join(map(str, keys.tolist()))}]"
+            params = {"metric_type": "L2",
+                      "params": {"nprobe": self.params["nprobe"], "reorder_k": max(k, self.params["reorder_k"])}}
+            res = self.collection.search(q, "vector", params, limit=k, expr=expr)
+            ids = np.zeros((len(q), k), np.int64)
+            dist = np.full((len(q), k), np.inf, np.float32)
+            for i, hits in enumerate(res):
+                got = list(hits.ids)
+                if got:
+                    m = len(got)
+                    ids[i, :m] = got
+                    dist[i, :m] = hits.distances
+                    ids[i, m:] = got[-1]  # padding: a real row with zero weight (distance ∞)
+            keys = ids >> SECOND_BITS
+            return Neighbours(self._seg_of_key(keys), ids & ((1 << SECOND_BITS) - 1), dist)
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows, np.int64)
-        if len(rows) == 0:
-            return np.zeros((0, 128), np.uint8)
-        seg = np.searchsorted(self.seg_first, rows, side="right") - 1
-        pk = (self._key_of_seg(seg) << SECOND_BITS) | (rows - self.seg_first[seg])
-        uniq, inv = np.unique(pk, return_inverse=True)
-        out = np.zeros((len(uniq), 128), np.float32)
-        for lo in range(0, len(uniq), QUERY_IDS):
-            part = uniq[lo:lo + QUERY_IDS]
-            got = self.collection.query(expr=f"id in [{','.join(map(str, part.tolist()))}]",
-                                        output_fields=["vector"])
-            if len(got) != len(part):
-                raise IndexMissingError(f"Milvus collection {self.collection.name} lacks "
-                                        f"{len(part) - len(got)} of the rows asked for")
-            got_ids = np.fromiter((g["id"] for g in got), np.int64, len(got))
-            where = np.searchsorted(part, got_ids) + lo
-            out[where] = np.asarray([g["vector"] for g in got], np.float32)
-        q = np.rint((out + 2.0) * (255.0 / 4.0))
-        return np.clip(q, 0, 255).astype(np.uint8)[inv]
+        with milvus_errors("fetching vectors"):
+            rows = np.asarray(rows, np.int64)
+            if len(rows) == 0:
+                return np.zeros((0, 128), np.uint8)
+            seg = np.searchsorted(self.seg_first, rows, side="right") - 1
+            pk = (self._key_of_seg(seg) << SECOND_BITS) | (rows - self.seg_first[seg])
+            uniq, inv = np.unique(pk, return_inverse=True)
+            out = np.zeros((len(uniq), 128), np.float32)
+            for lo in range(0, len(uniq), QUERY_IDS):
+                part = uniq[lo:lo + QUERY_IDS]
+                got = self.collection.query(expr=f"id in [{','.join(map(str, part.tolist()))}]",
+                                            output_fields=["vector"])
+                if len(got) != len(part):
+                    raise IndexMissingError(f"Milvus collection {self.collection.name} lacks "
+                                            f"{len(part) - len(got)} of the rows asked for")
+                got_ids = np.fromiter((g["id"] for g in got), np.int64, len(got))
+                where = np.searchsorted(part, got_ids) + lo
+                out[where] = np.asarray([g["vector"] for g in got], np.float32)
+            q = np.rint((out + 2.0) * (255.0 / 4.0))
+            return np.clip(q, 0, 255).astype(np.uint8)[inv]
 
     @property
     def size(self) -> int:
