@@ -30,6 +30,7 @@ import threading
 import time
 import uuid
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ TARGET_RECALL = 0.97        # what tuning aims for (the ScaNN store's target)
 VERIFY_RECALL = 0.95        # below this a build is refused and its collection dropped
 INSERT_ROWS = 20_000        # rows per insert call (~10 MB of float32: well under gRPC's 64 MB)
 QUERY_IDS = 8_000           # primary keys per `id in [...]` fetch
+CACHE_SEGMENTS = 20_000     # clips whose vectors a serving process keeps (~26 MB at 10 s each)
 NPROBES = (8, 16, 32, 64, 128, 256)
 REORDERS = (100, 200, 400)
 
@@ -269,6 +271,9 @@ class MilvusStore(VectorStore):
         self.seg_first = np.asarray(seg_first, np.int64)
         self.seg_keys = None if seg_keys is None else np.asarray(seg_keys, np.int64)
         self.params = dict(ann["search"])
+        self._seg_len = np.diff(np.append(self.seg_first, int(ann["rows"])))
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     # -- writing -----------------------------------------------------------------------------------
     @classmethod
@@ -373,26 +378,55 @@ class MilvusStore(VectorStore):
             return Neighbours(self._seg_of_key(keys), ids & ((1 << SECOND_BITS) - 1), dist)
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of whole segments, fetched by primary key and kept in a bounded per-segment cache.
+
+        The ranker asks for every second of ~180 candidate segments per query; popular label
+        candidates recur across queries, so the cache (``CACHE_SEGMENTS`` clips, ~1.3 KB each)
+        saves most round trips while memory stays bounded whatever the index size.
+        """
         with milvus_errors("fetching vectors"):
             rows = np.asarray(rows, np.int64)
             if len(rows) == 0:
                 return np.zeros((0, 128), np.uint8)
             seg = np.searchsorted(self.seg_first, rows, side="right") - 1
-            pk = (self._key_of_seg(seg) << SECOND_BITS) | (rows - self.seg_first[seg])
-            uniq, inv = np.unique(pk, return_inverse=True)
-            out = np.zeros((len(uniq), 128), np.float32)
-            for lo in range(0, len(uniq), QUERY_IDS):
-                part = uniq[lo:lo + QUERY_IDS]
-                got = self.collection.query(expr=f"id in [{','.join(map(str, part.tolist()))}]",
-                                            output_fields=["vector"])
-                if len(got) != len(part):
-                    raise IndexMissingError(f"Milvus collection {self.collection.name} lacks "
-                                            f"{len(part) - len(got)} of the rows asked for")
-                got_ids = np.fromiter((g["id"] for g in got), np.int64, len(got))
-                where = np.searchsorted(part, got_ids) + lo
-                out[where] = np.asarray([g["vector"] for g in got], np.float32)
-            q = np.rint((out + 2.0) * (255.0 / 4.0))
-            return np.clip(q, 0, 255).astype(np.uint8)[inv]
+            sec = rows - self.seg_first[seg]
+            segs = np.unique(seg)
+            with self._cache_lock:
+                cached = {int(x): self._cache[int(x)] for x in segs if int(x) in self._cache}
+            missing = np.array([x for x in segs if int(x) not in cached], np.int64)
+            if len(missing):
+                cached.update(self._fetch_segments(missing))
+            parts = [cached[int(x)] for x in segs]
+            offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])[:-1]]).astype(np.int64)
+            flat = np.concatenate(parts)
+            where = offsets[np.searchsorted(segs, seg)] + sec
+            return flat[where]
+
+    def _fetch_segments(self, segs: np.ndarray) -> dict[int, np.ndarray]:
+        lens = self._seg_len[segs]
+        seg_of = np.repeat(segs, lens)
+        sec = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        pk = (self._key_of_seg(seg_of) << SECOND_BITS) | sec
+        out = np.zeros((len(pk), 128), np.float32)
+        for lo in range(0, len(pk), QUERY_IDS):
+            part = pk[lo:lo + QUERY_IDS]
+            got = self.collection.query(expr=f"id in [{','.join(map(str, part.tolist()))}]", output_fields=["vector"])
+            if len(got) != len(part):
+                raise IndexMissingError(f"Milvus collection {self.collection.name} lacks "
+                                        f"{len(part) - len(got)} of the rows asked for")
+            got_ids = np.fromiter((g["id"] for g in got), np.int64, len(got))
+            order = np.argsort(part)
+            where = order[np.searchsorted(part[order], got_ids)] + lo
+            out[where] = np.asarray([g["vector"] for g in got], np.float32).reshape(len(got), 128)
+        q = np.clip(np.rint((out + 2.0) * (255.0 / 4.0)), 0, 255).astype(np.uint8)
+        bounds = np.concatenate([[0], np.cumsum(lens)])
+        fetched = {int(x): q[bounds[i]:bounds[i + 1]] for i, x in enumerate(segs)}
+        with self._cache_lock:
+            for x, v in fetched.items():
+                self._cache[x] = v
+            while len(self._cache) > CACHE_SEGMENTS:
+                self._cache.popitem(last=False)
+        return fetched
 
     @property
     def size(self) -> int:
