@@ -155,11 +155,15 @@ def count_rows(collection) -> int:
 
 
 def _sample_queries(vectors_u8: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Indexed seconds plus Gaussian noise (half σ=0.25, half σ=0.6): the ScaNN store's tuning set."""
+    """Indexed seconds plus Gaussian noise σ = 0.25, 0.6 and 1.0 (a third each).
+
+    Harder than the ScaNN store's set (0.25/0.6): measured at 1 M, IVF tuned on the easier set
+    settled on nprobe 16 of 2048 and gave recall@10 0.92 for genuinely new (held-out) seconds.
+    """
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(len(vectors_u8), min(n, len(vectors_u8)), replace=False))
     x = dequantize(vectors_u8[picks])
-    sigma = np.where(np.arange(len(x)) % 2 == 0, 0.25, 0.6)[:, None]
+    sigma = np.array([0.25, 0.6, 1.0])[np.arange(len(x)) % 3][:, None]
     x = np.clip(x + rng.normal(0, 1, x.shape).astype(np.float32) * sigma, -2, 2)
     return np.floor((x + 2) * (255 / 4)).astype(np.uint8)
 
