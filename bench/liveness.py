@@ -32,7 +32,8 @@ from core.config import Settings  # noqa: E402
 from core.liveness.checker import LivenessChecker  # noqa: E402
 from core.liveness.oembed import DEFAULT_CONCURRENCY, DEFAULT_RATE_PER_S  # noqa: E402
 from core.liveness.refresh import arefresh_index  # noqa: E402
-from core.results import Match, youtube_url  # noqa: E402
+from core.results import Match  # noqa: E402
+from core.youtube import youtube_url  # noqa: E402
 
 
 def start_fake(latency: float) -> tuple[subprocess.Popen, str]:

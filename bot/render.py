@@ -28,6 +28,7 @@ from core.errors import (
     NotAudioError,
 )
 from core.results import Match, SearchResponse
+from core.youtube import link_text
 
 TITLE_LIMIT = 256
 DESCRIPTION_LIMIT = 4096
@@ -72,7 +73,7 @@ def _shorten(text: str, limit: int) -> str:
 
 def _match_line(rank: int, match: Match) -> str:
     name = _shorten(_escape(match.title), 90) if match.title else (
-        f"youtu.be/{match.video_id}" if match.video_id else "Library clip")
+        link_text(match.video_id) if match.video_id else "Library clip")
     line = f"**{rank}.** [{name}]({match.url}) at **{clock(match.start_seconds)}** · {percent(match.score)} match"
     if match.labels:
         line += "\n" + _shorten("↳ " + ", ".join(match.labels[:4]), 200)

@@ -14,68 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
 from core.errors import BadQueryError, IndexBrokenError, IndexMissingError, ModelMissingError
 from core.index import store
-from core.index.library import timestamped_url
-from core.results import VIDEO_ID_RE, Match, Query, QueryInfo, SearchResponse, youtube_url
+from core.results import Match, Query, QueryInfo, SearchResponse
 from core.bridge import LabelBridge
 from core.heard import Ontology
 from core.heard import heard as heard_policy
 from core.search import Hit, Ranker
+from core.youtube import parse_youtube, timestamped_url, youtube_url
 
 log = logging.getLogger("echovids.engine")
 
-_T_PARTS = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 OVERFETCH = 3
-
-
-def parse_youtube(ref: str) -> tuple[str, int | None]:
-    """A YouTube URL or bare id → (video id, start second or None). BadQueryError if it is neither.
-
-    Accepts ``watch?v=``, ``youtu.be/``, ``shorts/``, ``embed/``, ``live/``, ``v/`` forms and ``t=`` /
-    ``start=`` as ``75``, ``75s``, ``1m15s``, ``1h2m3s`` (query string or ``#t=`` fragment).
-    """
-    ref = (ref or "").strip()
-    if VIDEO_ID_RE.match(ref):
-        return ref, None
-    url = ref if "://" in ref else "https://" + ref
-    parts = urlsplit(url)
-    host = parts.netloc.lower().split(":")[0]
-    host = host[4:] if host.startswith("www.") else host
-    host = host[2:] if host.startswith("m.") else host
-    query = parse_qs(parts.query)
-    video_id = None
-    if host == "youtu.be":
-        video_id = parts.path.strip("/").split("/")[0]
-    elif host in ("youtube.com", "music.youtube.com", "youtube-nocookie.com"):
-        path = parts.path.strip("/").split("/")
-        if path[0] == "watch":
-            video_id = (query.get("v") or [None])[0]
-        elif path[0] in ("shorts", "embed", "live", "v", "e") and len(path) > 1:
-            video_id = path[1]
-    if not video_id or not VIDEO_ID_RE.match(video_id):
-        raise BadQueryError(f"not a YouTube video URL or id: {ref!r}")
-    t_text = (query.get("t") or query.get("start") or [None])[0]
-    if t_text is None and parts.fragment.startswith("t="):
-        t_text = parts.fragment[2:]
-    return video_id, _parse_t(t_text) if t_text else None
-
-
-def _parse_t(text: str) -> int:
-    m = _T_PARTS.match(text.strip().lower())
-    if not m or not any(m.groups()):
-        raise BadQueryError(f"cannot read the time {text!r} (use 75, 75s or 1m15s)")
-    h, mnt, s = (int(x) if x else 0 for x in m.groups())
-    return h * 3600 + mnt * 60 + s
 
 
 @dataclass

@@ -6,7 +6,6 @@ These mirror the ``--json`` contract in docs/architecture.md field for field, so
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -14,18 +13,6 @@ QueryKind = Literal["audio", "like", "text", "embeddings"]
 ModelName = Literal["vggish", "yamnet", "vggish+yamnet"]
 LiveState = Literal["live", "unembeddable", "unknown", "unchecked"]
 Source = Literal["audioset", "library"]
-
-
-#: YouTube video ids are 11 characters of URL-safe base64: anything else cannot be a video, so
-#: links are refused and liveness answers "invalid" locally instead of costing a request.
-VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
-
-
-def youtube_url(video_id: str, start_seconds: int) -> str:
-    """The timestamped short link the reply shows (``t=0`` is dropped: it is the default)."""
-    if start_seconds > 0:
-        return f"https://youtu.be/{video_id}?t={int(start_seconds)}"
-    return f"https://youtu.be/{video_id}"
 
 
 @dataclass

@@ -106,6 +106,7 @@ FRONT_END_MAY_IMPORT = {
     "core.admin",     # the admin facade: build, status, refresh, embed
     "core.evaluate",  # held-out quality, a facade-level service beside the engine
     "core.config", "core.errors", "core.results", "core.progress",
+    "core.youtube",   # how YouTube links are read and written (replies show them)
 }
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from core.config import Settings
 from core.liveness import TTL, LivenessCache, LivenessChecker
-from core.results import Match, youtube_url
+from core.results import Match
+from core.youtube import youtube_url
 from tests.fakes.clock import FakeClock
 from tests.fakes.oembed_server import (
     GONE, INVALID, MALFORMED, PRIVATE, RESET, UNEMBEDDABLE, FakeOEmbed, Reply, error, ratelimit,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from bot.render import clock, percent, render_response
-from core.results import Heard, Match, QueryInfo, SearchResponse, youtube_url
+from core.results import Heard, Match, QueryInfo, SearchResponse
+from core.youtube import youtube_url
 
 
 def _match(vid: str, t: int, score: float = 0.9, **kw) -> Match:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from core.config import Settings
-from core.engine import Engine, check_embeddings, parse_youtube
+from core.engine import Engine, check_embeddings
 from core.errors import BadQueryError
 from core.index.ann import dequantize
 from core.results import Query
@@ -93,19 +93,6 @@ def test_like_excludes_the_video_and_honours_t(engine: Engine):
         assert vid not in {m.video_id for m in resp.results}
     with pytest.raises(BadQueryError, match="not in the index"):
         engine.search(Query(kind="like", like="https://youtu.be/AAAAAAAAAAA", top=5))
-
-
-def test_parse_youtube_forms():
-    assert parse_youtube("--cB2ZVjpnA") == ("--cB2ZVjpnA", None)
-    assert parse_youtube("https://www.youtube.com/watch?v=--cB2ZVjpnA&t=75") == ("--cB2ZVjpnA", 75)
-    assert parse_youtube("https://youtu.be/--cB2ZVjpnA?t=75s") == ("--cB2ZVjpnA", 75)
-    assert parse_youtube("youtu.be/--cB2ZVjpnA?t=1m15s") == ("--cB2ZVjpnA", 75)
-    assert parse_youtube("https://m.youtube.com/shorts/--cB2ZVjpnA") == ("--cB2ZVjpnA", None)
-    assert parse_youtube("https://www.youtube.com/embed/--cB2ZVjpnA?start=30") == ("--cB2ZVjpnA", 30)
-    assert parse_youtube("https://www.youtube.com/watch?v=--cB2ZVjpnA#t=1h0m5s") == ("--cB2ZVjpnA", 3605)
-    for bad in ("https://vimeo.com/123", "https://youtu.be/short", "", "https://www.youtube.com/watch?v=--cB2ZVjpnA&t=abc"):
-        with pytest.raises(BadQueryError):
-            parse_youtube(bad)
 
 
 def test_embeddings_must_be_uint8_n_by_128():

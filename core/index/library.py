@@ -76,20 +76,3 @@ def ingest_library(settings, folders: list[Path], *, on_file: Callable[[int, int
             on_file(i + 1, len(todo), rel)
     return items
 
-
-def timestamped_url(url: str | None, path: str | None, second: int) -> str:
-    """A link to the matched second: YouTube gets ``t=``, other http(s) links ``#t=``, files a file:// URL."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-    if not url:
-        return Path(path).resolve().as_uri() if path else ""
-    parts = urlsplit(url)
-    host = parts.netloc.lower()
-    if "youtube.com" in host or "youtu.be" in host:
-        q = [(k, v) for k, v in parse_qsl(parts.query) if k != "t"]
-        if second > 0:
-            q.append(("t", str(int(second))))
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(q), parts.fragment))
-    if parts.scheme in ("http", "https") and second > 0 and not parts.fragment:
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, f"t={int(second)}"))
-    return url

@@ -21,7 +21,7 @@ from typing import Literal
 import aiohttp
 
 from core.liveness.clock import REAL_CLOCK, Clock
-from core.results import VIDEO_ID_RE
+from core.youtube import is_video_id, watch_url
 
 CheckState = Literal["live", "unembeddable", "private", "gone", "invalid", "unknown"]
 
@@ -66,10 +66,6 @@ class OEmbedResult:
     def asked(self) -> bool:
         """False when no request was made (a server-requested pause): nothing was learned."""
         return self.detail != BACKING_OFF
-
-
-def watch_url(video_id: str) -> str:
-    return f"https://www.youtube.com/watch?v={video_id}"
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -198,7 +194,7 @@ class OEmbedClient:
         ``wait_backoff`` waits out a server-requested pause (up to ``max_retry_after_s``) instead of
         answering ``"unknown"`` at once.
         """
-        if not VIDEO_ID_RE.match(video_id or ""):
+        if not is_video_id(video_id):
             return OEmbedResult(video_id, "invalid", detail="not a YouTube video id")
         attempt = 0
         while True:
