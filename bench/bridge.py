@@ -16,6 +16,7 @@ labels fall in the expected family.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -31,10 +32,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.bridge import LabelBridge  # noqa: E402
+from core.index.labels import load_labels, ubiquitous_ids  # noqa: E402
 from core.labelhead import LabelHead, top_k_view, train_label_head  # noqa: E402
 
 SHARED = Path(os.environ.get("ECHOVIDS_TEST_DATA", ROOT.parent / "shared" / "data")).resolve()
-UBIQUITOUS = {0, 137}  # Speech, Music in class_labels_indices.csv
+
+
+@functools.cache
+def ubiquitous() -> frozenset[int]:
+    """Label ids the strict precision ignores, in class_labels_indices.csv order (the release's)."""
+    return frozenset(ubiquitous_ids(load_labels(SHARED / "audioset_meta").names))
 
 
 def load_bal_train(cache: Path) -> dict[str, np.ndarray]:
@@ -86,12 +93,12 @@ def subset(data: dict, segs: np.ndarray) -> dict:
 
 
 def precision(hits_labels: list[np.ndarray], truth: set[int], strict: bool) -> float | None:
-    t = truth - UBIQUITOUS if strict else truth
+    t = truth - ubiquitous() if strict else truth
     if not t:
         return None
     if not hits_labels:
         return 0.0
-    return float(np.mean([bool(t & (set(h.tolist()) - (UBIQUITOUS if strict else set()))) for h in hits_labels[:5]]
+    return float(np.mean([bool(t & (set(h.tolist()) - (ubiquitous() if strict else set()))) for h in hits_labels[:5]]
                          + [False] * (5 - min(5, len(hits_labels)))))
 
 
@@ -232,7 +239,6 @@ def main() -> None:
 def bench_ontology():
     """AudioSet's labels and ontology from the shared meta folder (what the engine gives the bridge)."""
     from core.heard import Ontology
-    from core.index.labels import load_labels
 
     meta = SHARED / "audioset_meta"
     return Ontology.from_labelset(load_labels(meta), meta / "ontology.json")
@@ -261,7 +267,7 @@ def same_split_as_evaluate(max_queries: int, seed: int = 0, holdout: float = 0.1
         engine.warm_up()
         loaded = engine._current()
         build, ranker = loaded.build, loaded.ranker
-        ignore = {i for i, n in enumerate(build.label_names) if n in ("Speech", "Music")}
+        ignore = set(ubiquitous_ids(build.label_names))
         seg_labels = [set(ranker.label_idx[ranker.label_ptr[i]:ranker.label_ptr[i + 1]].tolist())
                       for i in range(ranker.n_segments)]
         windows = make_windows(records, query_idx, seed)[: max_queries or None]
@@ -307,7 +313,6 @@ def _distinct_videos(segs: list[int], build) -> list[int]:
 
 def yamnet_queries(bridge: LabelBridge, seg_labels: list[np.ndarray]) -> dict:
     """Synthesized audio → YAMNet → bridge: share of the top 5 in the expected label family."""
-    from core.index.labels import load_labels
     from core.yamnet import YamnetModel
 
     meta = SHARED / "audioset_meta"

@@ -56,6 +56,7 @@ import numpy as np
 
 from core.errors import BadQueryError
 from core.heard import Ontology, clip_scores
+from core.index.labels import ubiquitous_ids
 
 __all__ = ["BridgeHit", "LabelBridge", "query_profile"]
 
@@ -147,6 +148,7 @@ class LabelBridge:
         label_mode: str = "coverage",
         candidates: int = CANDIDATES,
         ontology: Ontology | None = None,
+        ubiquitous: Sequence[int] = (),
     ):
         self.n_labels = int(n_labels)
         self.row_segment = np.asarray(row_segment)
@@ -172,6 +174,8 @@ class LabelBridge:
         if ontology is not None and len(ontology) != self.n_labels:
             raise ValueError(f"the ontology has {len(ontology)} labels, the bridge {self.n_labels}")
         self.ontology = ontology
+        #: label ids the "share" rule ignores in its strict half (core.index.labels.UBIQUITOUS)
+        self.ubiquitous = np.asarray(ubiquitous, dtype=np.int64)
         self._row_idx = row_label_idx
         self._row_p = row_label_p
         self._lock = threading.Lock()
@@ -193,6 +197,7 @@ class LabelBridge:
             return cls(np.arange(n_seg), np.zeros(n_seg, np.int64), seg["label_ptr"], seg["label_idx"], **kw)
         view = build.row_labels
         idx, p = view if view is not None else (None, None)
+        kw.setdefault("ubiquitous", ubiquitous_ids(build.label_names))
         return cls(build.row_segment, build.row_second, seg["label_ptr"], seg["label_idx"], idx, p, **kw)
 
     @classmethod
@@ -254,7 +259,6 @@ class LabelBridge:
             self._idf_w = (self.idf ** self.idf_power).astype(np.float32)
             if self.ontology is not None:
                 self._idf_w[[i for i in self.ontology.ambiguous if i < n_lab]] = 0.0
-            self._common = np.argsort(-df, kind="stable")[:2]
             self._seg_damp = (np.maximum(counts, 1).astype(np.float32) ** -self.label_count_power).astype(np.float32)
             self._ready = True
 
@@ -384,13 +388,13 @@ class LabelBridge:
 
     def _share_scores(self, profile: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Chance that the segment shares one of the query's labels, ``1 - Π(1 - p_l)`` over its
-        labels, mixed 40/60 with the same ignoring the two most common labels (core.search's rule,
-        kept as a measured alternative)."""
+        labels, mixed 40/60 with the same ignoring the ubiquitous labels (core.search's rule, kept
+        as a measured alternative)."""
         p = np.zeros(self.n_labels, dtype=np.float64)
         p[labels] = np.clip(profile[labels], 0, 0.999)
         contrib = np.log1p(-p)[np.clip(self._entry_lab, 0, self.n_labels - 1)]
         any_ = 1 - np.exp(np.bincount(self._entry_seg, weights=contrib, minlength=self.n_segments))
-        strict_c = np.where(np.isin(self._entry_lab, self._common), 0.0, contrib)
+        strict_c = np.where(np.isin(self._entry_lab, self.ubiquitous), 0.0, contrib)
         strict = 1 - np.exp(np.bincount(self._entry_seg, weights=strict_c, minlength=self.n_segments))
         return (0.4 * any_ + 0.6 * strict).astype(np.float32)
 

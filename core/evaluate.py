@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from core.index.ann import dequantize
-from core.index.labels import UBIQUITOUS
+from core.index.labels import UBIQUITOUS, ubiquitous_ids
 from core.index.tfrecord import AudioSetRecord, ShardError, list_shards, read_shard
 
 
@@ -88,7 +88,7 @@ def evaluate(settings, audioset_dirs, *, seed: int = 0, holdout: float = 0.1, ma
         build = store.open_current(ddir)
         ranker = Ranker(build)
         names = build.label_names
-        ignore = {i for i, n in enumerate(names) if n in UBIQUITOUS}
+        ignore = set(ubiquitous_ids(names))
         seg_labels = [set(ranker.label_idx[ranker.label_ptr[i]:ranker.label_ptr[i + 1]].tolist())
                       for i in range(ranker.n_segments)]
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.index.ann import dequantize
+from core.index.labels import ubiquitous_ids
 from core.index.vectorstore import Neighbours, VectorStore
 
 #: Mean squared-L2 distance per aligned second below which a match is taken as the same audio.
@@ -71,7 +72,7 @@ class Ranker:
         self.head = build.labelhead
         names = build.label_names
         self.store: VectorStore = build.ann
-        self.ubiquitous = np.array([i for i, n in enumerate(names) if n in ("Speech", "Music")], dtype=np.int64)
+        self.ubiquitous = np.array(ubiquitous_ids(names), dtype=np.int64)
         self.label_is_ubiquitous = np.isin(self.label_idx, self.ubiquitous)
 
     # -- label evidence -------------------------------------------------------------------------

@@ -167,7 +167,11 @@ def test_from_build_reads_the_store_layout(tmp_path: Path):
     np.save(build / "row_labels_idx.npy", np.asarray(idx, np.uint16))
     np.save(build / "row_labels_p.npy", np.asarray(p, np.uint8))
     (build / "manifest.json").write_text(json.dumps({"counts": {"vectors": n_seg * 4}}))
+    names = [f"label {i}" for i in range(527)]
+    names[SPEECH], names[MUSIC] = "Speech", "Music"
+    (build / "labels.json").write_text(json.dumps({"names": names, "mids": [f"/m/{i}" for i in range(527)]}))
     b = LabelBridge.from_build(IndexBuild(build))
+    assert b.ubiquitous.tolist() == [SPEECH, MUSIC]  # the build's names say which labels are everywhere
     q = _profile(speech=0.7, dog=0.5, bark=0.4)
     assert b.search(q, top=5) == bridge_ref.search(q, top=5)
     # A build without the label view still answers by clip labels.

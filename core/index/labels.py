@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,8 @@ ONTOLOGY = "ontology.json"
 OFFICIAL_CLASS_CSV_URL = "http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/class_labels_indices.csv"
 OFFICIAL_ONTOLOGY_URL = "https://raw.githubusercontent.com/audioset/ontology/master/ontology.json"
 
-#: Labels so common in AudioSet that sharing them says little (the "strict" metric ignores them).
+#: Labels so common in AudioSet that sharing them says little: the "strict" metric ignores them,
+#: and ranking (core.search, the bridge's "share" rule) weighs a match on them down.
 UBIQUITOUS = ("Speech", "Music")
 
 _STOP = {"a", "an", "the", "of", "and", "or", "in", "on", "at", "to", "with", "for", "by", "is", "are",
@@ -36,6 +38,11 @@ def _stem(word: str) -> str:
     if len(word) > 3 and word[-1] == word[-2]:  # "barking"→"bark", "humming"→"humm"→"hum"
         word = word[:-1]
     return word
+
+
+def ubiquitous_ids(names: Sequence[str]) -> list[int]:
+    """Positions of the :data:`UBIQUITOUS` labels in ``names`` (a build's or the class CSV's order)."""
+    return [i for i, n in enumerate(names) if n in UBIQUITOUS]
 
 
 def words(text: str) -> list[str]:
