@@ -91,3 +91,16 @@ def milvus_uri(tmp_path_factory: pytest.TempPathFactory):
         yield server.uri
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def oembed():
+    """The fake YouTube oEmbed endpoint on the test's event loop; answers a test held are released
+    before it stops, so no check is left waiting."""
+    from tests.fakes.oembed_server import FakeOEmbed
+
+    server = FakeOEmbed()
+    await server.start()
+    yield server
+    server.release()
+    await server.stop()

@@ -3,16 +3,11 @@ and answers every *voice message* there, mention or not — and nothing else, no
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 import pytest_asyncio
 
-from bot.client import EchoVidsBot
-from core.config import load_settings
-from core.liveness import LivenessChecker
-from tests.fakes.discord_server import MESSAGE_CONTENT_INTENT, FakeDiscord, wait_ready
-from tests.fakes.oembed_server import FakeOEmbed
+from tests.bot_harness import running_bot
+from tests.fakes.discord_server import MESSAGE_CONTENT_INTENT
 from tests.media import make_voice_note
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -22,25 +17,9 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 async def listening(small_index_dir, vggish_checkpoint, pca_params_path, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("listen")
     note = make_voice_note(tmp / "note.ogg", seconds=3.0, kind="speech")
-    fake = await FakeDiscord().start()
-    oembed = FakeOEmbed()
-    settings = load_settings({
-        "DISCORD_API_BASE": fake.api_base, "DISCORD_GATEWAY_URL": fake.gateway_url,
-        "ECHOVIDS_DATA_DIR": str(small_index_dir), "VGGISH_CHECKPOINT": str(vggish_checkpoint),
-        "VGGISH_PCA_PARAMS": str(pca_params_path), "YOUTUBE_OEMBED_URL": await oembed.start(),
-        "ECHOVIDS_LISTEN_CHANNELS": str(fake.listen_channel_id),
-    }, dotenv=False)
-    # The liveness cache goes to a private file: the shared index folder stays untouched.
-    liveness = LivenessChecker(settings, cache_path=tmp / "liveness.sqlite")
-    bot = EchoVidsBot(settings, liveness=liveness, cooldown_s=0.0, warm_up=False, guild_ready_timeout=0.05)
-    task = asyncio.create_task(bot.start("token"))
-    await wait_ready(bot, task)
-    yield fake, note
-    await bot.close()
-    await asyncio.wait_for(task, 30)
-    await liveness.close()
-    await oembed.stop()
-    await fake.stop()
+    async with running_bot(tmp, small_index_dir, vggish_checkpoint, pca_params_path,
+                           lambda fake: {"ECHOVIDS_LISTEN_CHANNELS": str(fake.listen_channel_id)}) as running:
+        yield running.discord, note
 
 
 async def test_voice_messages_in_listen_channels_are_answered_without_mention(listening):

@@ -15,13 +15,10 @@ import signal
 import pytest
 import pytest_asyncio
 
-from bot.client import EchoVidsBot
 from bot.render import RESTARTING_LINE
 from bot.terminal.run_bot import install_signal_handlers
-from core.config import load_settings
-from core.liveness import LivenessChecker
-from tests.fakes.discord_server import EPHEMERAL_FLAG, FakeDiscord, wait_ready
-from tests.fakes.oembed_server import FakeOEmbed
+from tests.bot_harness import running_bot
+from tests.fakes.discord_server import EPHEMERAL_FLAG, FakeDiscord
 from tests.media import make_voice_note
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -31,24 +28,8 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 async def stoppable(small_index_dir, vggish_checkpoint, pca_params_path, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stop")
     note = make_voice_note(tmp / "note.ogg", seconds=3.0, kind="speech")
-    fake = await FakeDiscord().start()
-    oembed = FakeOEmbed()
-    settings = load_settings({
-        "DISCORD_API_BASE": fake.api_base, "DISCORD_GATEWAY_URL": fake.gateway_url,
-        "ECHOVIDS_DATA_DIR": str(small_index_dir), "VGGISH_CHECKPOINT": str(vggish_checkpoint),
-        "VGGISH_PCA_PARAMS": str(pca_params_path), "YOUTUBE_OEMBED_URL": await oembed.start(),
-    }, dotenv=False)
-    liveness = LivenessChecker(settings, cache_path=tmp / "liveness.sqlite")
-    bot = EchoVidsBot(settings, liveness=liveness, cooldown_s=0.0, warm_up=False, guild_ready_timeout=0.05)
-    task = asyncio.create_task(bot.start("token"))
-    await wait_ready(bot, task)
-    yield fake, bot, task, note
-    if not task.done():
-        await bot.close()
-    await asyncio.wait_for(task, 60)
-    await liveness.close()
-    await oembed.stop()
-    await fake.stop()
+    async with running_bot(tmp, small_index_dir, vggish_checkpoint, pca_params_path) as running:
+        yield running.discord, running.bot, running.task, note
 
 
 def _dm_post(fake: FakeDiscord, user):

@@ -20,22 +20,13 @@ VID = "dQw4w9WgXcQ"
 
 
 @pytest.fixture
-async def fake():
-    server = FakeOEmbed()
-    await server.start()
-    yield server
-    server.release()
-    await server.stop()
-
-
-@pytest.fixture
 def clock():
     return FakeClock()
 
 
 @pytest.fixture
-async def client(fake, clock):
-    c = OEmbedClient(fake.url, rate_per_s=None, timeout_s=2.0, clock=clock)
+async def client(oembed, clock):
+    c = OEmbedClient(oembed.url, rate_per_s=None, timeout_s=2.0, clock=clock)
     yield c
     await c.close()
 
@@ -54,69 +45,69 @@ async def client(fake, clock):
         (RESET, "unknown"),
     ],
 )
-async def test_status_maps_to_state(fake, client, reply, state):
-    fake.script(VID, reply)
+async def test_status_maps_to_state(oembed, client, reply, state):
+    oembed.script(VID, reply)
     result = await client.check(VID)
     assert result.state == state
-    assert fake.requests[VID] >= 1
-    assert fake.malformed_requests == 0  # the request had YouTube's shape: watch URL + format=json
+    assert oembed.requests[VID] >= 1
+    assert oembed.malformed_requests == 0  # the request had YouTube's shape: watch URL + format=json
 
 
-async def test_live_keeps_title_and_channel(fake, client):
-    fake.script(VID, Reply("live", title="Never Gonna Give You Up", channel="Rick Astley"))
+async def test_live_keeps_title_and_channel(oembed, client):
+    oembed.script(VID, Reply("live", title="Never Gonna Give You Up", channel="Rick Astley"))
     result = await client.check(VID)
     assert (result.state, result.title, result.channel, result.http_status) == (
         "live", "Never Gonna Give You Up", "Rick Astley", 200)
 
 
-async def test_not_a_video_id_costs_no_request(fake, client):
+async def test_not_a_video_id_costs_no_request(oembed, client):
     for bad in ["", "short", "has space!!", "x" * 12]:
         assert (await client.check(bad)).state == "invalid"
-    assert fake.total_requests == 0
+    assert oembed.total_requests == 0
 
 
-async def test_429_pauses_every_request_until_retry_after(fake, client, clock):
-    fake.script(VID, ratelimit("1"), LIVE)
+async def test_429_pauses_every_request_until_retry_after(oembed, client, clock):
+    oembed.script(VID, ratelimit("1"), LIVE)
     first = await client.check(VID)
     assert first.state == "unknown" and first.http_status == 429 and first.retry_after == pytest.approx(1.0)
     # Another video during the pause: answered "unknown" without asking (polite, and instant).
     other = await client.check("abcdefghijk")
     assert other.state == "unknown" and other.detail == "backing off"
-    assert fake.total_requests == 1
+    assert oembed.total_requests == 1
     # A caller that may wait (refresh) waits the pause out, then gets the answer.
     t0 = clock.now
     again = await client.check(VID, retries=2, wait_backoff=True)
-    assert again.state == "live" and fake.requests[VID] == 2
+    assert again.state == "live" and oembed.requests[VID] == 2
     assert clock.now - t0 == pytest.approx(1.0, abs=0.01)  # it waited the pause out, and no longer
 
 
-async def test_429_without_header_still_backs_off(fake, client):
-    fake.script(VID, ratelimit(None))
+async def test_429_without_header_still_backs_off(oembed, client):
+    oembed.script(VID, ratelimit(None))
     result = await client.check(VID)
     assert result.state == "unknown" and client.backoff_remaining() > 1
 
 
-async def test_5xx_retried_with_backoff(fake, client):
-    fake.script(VID, error(502), error(503), LIVE)
+async def test_5xx_retried_with_backoff(oembed, client):
+    oembed.script(VID, error(502), error(503), LIVE)
     result = await client.check(VID, retries=3)
     assert result.state == "live"
-    assert fake.requests[VID] == 3
+    assert oembed.requests[VID] == 3
 
 
-async def test_retry_after_on_503_is_honoured(fake, client, clock):
-    fake.script(VID, error(503, retry_after="1"), LIVE)
+async def test_retry_after_on_503_is_honoured(oembed, client, clock):
+    oembed.script(VID, error(503, retry_after="1"), LIVE)
     t0 = clock.now
     result = await client.check(VID, retries=1, wait_backoff=True)
     assert result.state == "live" and clock.now - t0 == pytest.approx(1.0, abs=0.01)
 
 
-async def test_timeout_is_unknown_and_bounded(fake):
-    fake.hold(VID)  # the server never answers while the client waits
-    c = OEmbedClient(fake.url, rate_per_s=None, timeout_s=0.3)
+async def test_timeout_is_unknown_and_bounded(oembed):
+    oembed.hold(VID)  # the server never answers while the client waits
+    c = OEmbedClient(oembed.url, rate_per_s=None, timeout_s=0.3)
     try:
         result = await asyncio.wait_for(c.check(VID), 60)
         assert result.state == "unknown" and "timed out after 0.3 s" in result.detail
-        assert fake.completed[VID] == 0
+        assert oembed.completed[VID] == 0
     finally:
         await c.close()
 
@@ -130,39 +121,39 @@ async def test_connection_refused_is_unknown():
         await c.close()
 
 
-async def test_concurrency_is_bounded(fake):
-    c = OEmbedClient(fake.url, concurrency=3, rate_per_s=None)
+async def test_concurrency_is_bounded(oembed):
+    c = OEmbedClient(oembed.url, concurrency=3, rate_per_s=None)
     ids = [f"video{i:06d}" for i in range(20)]
     for v in ids:
-        fake.hold(v)
+        oembed.hold(v)
     try:
         checks = asyncio.gather(*(c.check(v) for v in ids))
         for _ in range(2000):  # until three requests are held at the server (a state, not a delay)
-            if sum(fake.waiting.values()) >= 3:
+            if sum(oembed.waiting.values()) >= 3:
                 break
             await asyncio.sleep(0.005)
-        assert sum(fake.waiting.values()) == 3 and fake.max_in_flight == 3  # used, and no more
-        fake.release()
+        assert sum(oembed.waiting.values()) == 3 and oembed.max_in_flight == 3  # used, and no more
+        oembed.release()
         results = await asyncio.wait_for(checks, 60)
         assert all(r.state == "live" for r in results)
-        assert fake.max_in_flight == 3
+        assert oembed.max_in_flight == 3
     finally:
         await c.close()
 
 
-async def test_global_rate_limit(fake, clock):
-    c = OEmbedClient(fake.url, concurrency=8, rate_per_s=20.0, burst=1, clock=clock)
+async def test_global_rate_limit(oembed, clock):
+    c = OEmbedClient(oembed.url, concurrency=8, rate_per_s=20.0, burst=1, clock=clock)
     try:
         ids = [f"video{i:06d}" for i in range(11)]
         t0 = clock.now
         await asyncio.gather(*(c.check(v) for v in ids))
-        assert fake.total_requests == 11
+        assert oembed.total_requests == 11
         assert clock.now - t0 == pytest.approx(10 / 20.0, abs=1e-6)  # 11 requests at 20/s span 0.5 s
     finally:
         await c.close()
 
 
-async def test_one_session_shared_and_closed(fake, client):
+async def test_one_session_shared_and_closed(oembed, client):
     await client.check(VID)
     session = client._session
     await client.check("abcdefghijk")
@@ -171,7 +162,7 @@ async def test_one_session_shared_and_closed(fake, client):
     assert session.closed
 
 
-def test_client_survives_a_new_event_loop(fake):
+def test_client_survives_a_new_event_loop(oembed):
     """The CLI runs one asyncio.run per command; a client reused across loops must not break."""
     fake_url = None
 
