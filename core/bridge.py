@@ -38,8 +38,8 @@ it turns a Music query into a query for one genre), and discounting an ancestor 
 is confident in the query (esc10_dev +0.03, AudioSet −0.03 / strict −0.006).
 
 The class takes plain arrays so it can be built from a build directory (:meth:`LabelBridge.from_build`)
-or from test data, and it never touches SQLite: results are (segment, second, row, score) and the
-caller (the engine) turns them into :class:`core.results.Match` with the segment metadata.
+or from test data, and it never touches SQLite: results are :class:`core.hit.Hit` (segment, its
+strongest second, score) and the caller (the engine) turns them into :class:`core.results.Match`.
 Stage 1 walks per-label segment lists (built once), stage 2 reads ~candidates × 10 rows of the
 top-K view, so a query costs a few milliseconds whatever the number of indexed seconds; the bridge
 keeps no per-row copy of its own (the top-K view stays memory-mapped).
@@ -49,16 +49,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from core.errors import BadQueryError
 from core.heard import Ontology, clip_scores
+from core.hit import Hit
 from core.index.labels import ubiquitous_ids
 
-__all__ = ["BridgeHit", "LabelBridge", "query_profile"]
+__all__ = ["LabelBridge", "query_profile"]
 
 N_LABELS = 527
 #: Query labels considered (by weighted mass); the tail of 527 sigmoids is noise.
@@ -67,9 +67,12 @@ QUERY_LABELS = 12
 QUERY_MIN_RELATIVE = 0.02
 #: Mix of the clip-label score and the best per-second score (see module docstring).
 LABEL_WEIGHT = 0.95
-#: Segments taken from stage 1 (clip labels) into stage 2 (per-second scores); at least 4 × top.
+#: Segments taken from stage 1 (clip labels) into stage 2 (per-second scores), and at least
+#: RERANK_PER_HIT per hit asked for. This is re-ranking depth, not over-fetch: the bridge returns
+#: the ``top`` hits it is asked for (the engine alone decides how many a query needs).
 #: 100, 400 and 1000 measured the same P@5 on bal_train (bench/bridge.py); fewer is faster.
 CANDIDATES = 150
+RERANK_PER_HIT = 4
 #: A segment without clip labels (rare: library files get the head's confident labels at build)
 #: takes the labels whose mean per-second probability reaches this.
 PSEUDO_LABEL_MIN = 0.3
@@ -79,20 +82,6 @@ LABEL_COUNT_POWER = 0.25
 IDF_POWER = 1.0
 #: Per-second score: geometric mean of presence and cosine ("geo"), or either alone (see _row_scores).
 ROW_MODE = "geo"
-
-
-@dataclass(frozen=True)
-class BridgeHit:
-    """One ranked segment, timestamped at its strongest second."""
-
-    segment: int
-    #: Second within the segment (``row_second`` of the best row; 0 when the build has no row view).
-    second: int
-    #: Row of the best second (-1 when the build has no row view).
-    row: int
-    score: float
-    label_score: float
-    row_score: float
 
 
 def query_profile(probs: np.ndarray, pool: str = "mean") -> np.ndarray:
@@ -329,7 +318,7 @@ class LabelBridge:
         *,
         pool: str = "mean",
         exclude_segments: Sequence[int] | np.ndarray | None = None,
-    ) -> list[BridgeHit]:
+    ) -> list[Hit]:
         """The ``top`` best segments for label probabilities ``[n, 527]`` (per window/second) or ``[527]``."""
         self._prepare()
         profile = query_profile(probs, pool)
@@ -354,7 +343,7 @@ class LabelBridge:
             label_score *= self._seg_damp / float(qw.sum())
         if exclude_segments is not None and len(exclude_segments):
             label_score[np.asarray(exclude_segments, dtype=np.int64)] = 0.0
-        n_cand = min(max(self.candidates, int(top) * 4), self.n_segments)
+        n_cand = min(max(self.candidates, int(top) * RERANK_PER_HIT), self.n_segments)
         cand = np.argpartition(-label_score, n_cand - 1)[:n_cand]
         cand = cand[label_score[cand] > 0]
         if cand.size == 0:
@@ -381,9 +370,9 @@ class LabelBridge:
         order = np.lexsort((cand, -score))[: int(top)]
         hits = []
         for k in order:
-            r = int(best_row[k])
+            r = int(best_row[k])  # -1 when the build has no row view: then the segment's start
             second = int(self.row_second[r]) if r >= 0 else 0
-            hits.append(BridgeHit(int(cand[k]), second, r, float(score[k]), float(ls[k]), float(seg_row[k])))
+            hits.append(Hit(segment=int(cand[k]), offset=second, score=float(score[k])))
         return hits
 
     def _share_scores(self, profile: np.ndarray, labels: np.ndarray) -> np.ndarray:

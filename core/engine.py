@@ -27,12 +27,34 @@ from core.results import Match, Query, QueryInfo, SearchResponse
 from core.bridge import LabelBridge
 from core.heard import Ontology
 from core.heard import heard as heard_policy
-from core.search import Hit, Ranker
+from core.hit import Hit
+from core.search import Ranker
 from core.youtube import parse_youtube, timestamped_url, youtube_url
 
 log = logging.getLogger("echovids.engine")
 
-OVERFETCH = 3
+#: With the liveness filter on, a reply is built from this many times ``top`` matches, so that dead
+#: videos (about one AudioSet link in six) can be dropped and the reply still fills.
+LIVE_OVERFETCH = 3
+#: Ranked hits asked for per match: the reply has one line per video, so hits on a video already
+#: shown are skipped, and the rankers are asked for enough that the matches still fill.
+HITS_PER_MATCH = 2
+
+
+@dataclass(frozen=True)
+class Depth:
+    """How deep one query looks: ``matches`` built for the reply, from the best ``hits`` hits."""
+
+    matches: int
+    hits: int
+
+
+def candidates_needed(top: int, live_check: bool) -> Depth:
+    """The one place that decides how many candidates a query asks for; the rankers and the
+    liveness filter take the numbers they are given. Without a liveness filter nothing is dropped
+    after ranking, so extra matches would only cost metadata look-ups."""
+    matches = max(1, int(top)) * (LIVE_OVERFETCH if live_check else 1)
+    return Depth(matches=matches, hits=matches * HITS_PER_MATCH)
 
 
 @dataclass
@@ -189,9 +211,7 @@ class Engine:
     def search(self, query: Query) -> SearchResponse:
         t0 = time.perf_counter()
         loaded = self._current()
-        top = max(1, int(query.top))
-        # Over-fetch only when a liveness filter may drop some; otherwise the extra metadata is waste.
-        want = top * OVERFETCH if query.live_check else top
+        want = candidates_needed(query.top, query.live_check)
         if query.kind == "audio":
             resp = self._search_audio(loaded, query.audio, want)
         elif query.kind == "embeddings":
@@ -239,7 +259,7 @@ class Engine:
         return responses
 
     # -- the query kinds ---------------------------------------------------------------------------------
-    def _search_audio(self, loaded: _Loaded, audio, want: int) -> SearchResponse:
+    def _search_audio(self, loaded: _Loaded, audio, want: Depth) -> SearchResponse:
         """VGGish (acoustic match) when its weights are present, else the YAMNet label bridge.
 
         YAMNet, when present, also says what was heard: it hears the audio itself, whereas the label
@@ -271,18 +291,17 @@ class Engine:
             if heard:
                 resp.heard = heard
             return resp
-        found = loaded.bridge.search(probs, top=want * 2)  # over-fetch: _matches keeps one per video
-        hits = [Hit(h.segment, h.second, h.score, h.label_score, h.row_score, float("inf"), False) for h in found]
+        hits = loaded.bridge.search(probs, top=want.hits)
         info = QueryInfo("audio", max(1, int(round(wave.duration_s))), "yamnet")
         return SearchResponse(query=info, results=self._matches(loaded, hits, want), heard=heard)
 
-    def _search_vectors(self, loaded: _Loaded, vectors: np.ndarray, want: int, info: QueryInfo,
+    def _search_vectors(self, loaded: _Loaded, vectors: np.ndarray, want: Depth, info: QueryInfo,
                         exclude_segments: np.ndarray | None = None) -> SearchResponse:
-        hits, probs = loaded.ranker.search(vectors, want, exclude_segments=exclude_segments)
+        hits, probs = loaded.ranker.search(vectors, want.hits, exclude_segments=exclude_segments)
         heard = [] if probs is None else heard_policy(probs, loaded.ontology)  # the query's own head predictions
         return SearchResponse(query=info, results=self._matches(loaded, hits, want), heard=heard)
 
-    def _search_like(self, loaded: _Loaded, ref: str, want: int) -> SearchResponse:
+    def _search_like(self, loaded: _Loaded, ref: str, want: Depth) -> SearchResponse:
         video_id, t = parse_youtube(ref)
         segs = loaded.build.segments_of_video(video_id)
         if not segs:
@@ -302,7 +321,7 @@ class Engine:
         return self._search_vectors(loaded, vectors, want, QueryInfo("like", len(vectors), "vggish"),
                                     exclude_segments=exclude)
 
-    def _search_text(self, loaded: _Loaded, text: str, want: int) -> SearchResponse:
+    def _search_text(self, loaded: _Loaded, text: str, want: Depth) -> SearchResponse:
         labelset = loaded.build.labelset()
         weights = labelset.match_text(text)
         r = loaded.ranker
@@ -324,8 +343,6 @@ class Engine:
         owner = np.repeat(np.arange(len(cand)), lens)
         probs = loaded.build.row_label_probs(rows, len(labelset))
         ev = probs @ w.astype(np.float32) / max(1e-6, w.sum())
-        best_ev = np.zeros(len(cand))
-        np.maximum.at(best_ev, owner, ev)
         mean_ev = np.bincount(owner, weights=ev, minlength=len(cand)) / lens
         arg = np.zeros(len(cand), dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
@@ -333,13 +350,12 @@ class Engine:
             arg[k] = int(np.argmax(ev[starts[k]:starts[k] + lens[k]]))
         label_fit = per_seg[cand] / per_seg[cand].max()
         score = np.clip(0.7 * label_fit + 0.3 * np.clip(mean_ev * 2, 0, 1), 0, 1)
-        order = np.argsort(-score, kind="stable")[: want * 2]
-        hits = [Hit(int(cand[i]), int(arg[i]), float(score[i]), float(label_fit[i]), float(best_ev[i]), np.inf, False)
-                for i in order]
+        order = np.argsort(-score, kind="stable")[: want.hits]
+        hits = [Hit(segment=int(cand[i]), offset=int(arg[i]), score=float(score[i])) for i in order]
         return SearchResponse(query=QueryInfo("text", None, None), results=self._matches(loaded, hits, want))
 
     # -- hits → contract ---------------------------------------------------------------------------------
-    def _matches(self, loaded: _Loaded, hits: list[Hit], want: int) -> list[Match]:
+    def _matches(self, loaded: _Loaded, hits: list[Hit], want: Depth) -> list[Match]:
         names = loaded.build.label_names
         out: list[Match] = []
         seen: set[str] = set()
@@ -361,7 +377,7 @@ class Engine:
                 out.append(Match(video_id=info.video_id, start_seconds=start, url=youtube_url(info.video_id, start),
                                  score=float(np.clip(h.score, 0, 1)), labels=labels, source="audioset",
                                  segment_start=seg_start, segment_end=seg_start + info.n_seconds))
-            if len(out) >= want:
+            if len(out) >= want.matches:
                 break
         return out
 

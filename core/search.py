@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.hit import Hit
 from core.index.ann import dequantize
 from core.index.labels import ubiquitous_ids
 from core.index.vectorstore import Neighbours, VectorStore
@@ -30,17 +31,6 @@ from core.index.vectorstore import Neighbours, VectorStore
 #: Genuine different-clip neighbours sit above ~30 (1st percentile on bal_train); the same clip
 #: with Gaussian noise σ=0.25 (dequantized units) sits near 8.
 NEAR_DUP_DISTANCE = 22.0
-
-
-@dataclass
-class Hit:
-    segment: int
-    offset: int          # index second within the segment where the query's second 0 lands
-    score: float
-    label_score: float
-    acoustic: float
-    distance: float      # mean squared-L2 per aligned second
-    near_duplicate: bool
 
 
 @dataclass
@@ -186,7 +176,7 @@ class Ranker:
     # -- the whole query ---------------------------------------------------------------------------
     def search(self, q_u8: np.ndarray, top: int, *, exclude_segments: np.ndarray | None = None,
                probs: np.ndarray | None = None) -> tuple[list[Hit], np.ndarray | None]:
-        """Ranked hits and the query's *own* label probabilities (the head's, or ``probs``): the
+        """The ``top`` best hits and the query's *own* label probabilities (the head's, or ``probs``): the
         neighbours' labels mixed in below help ranking, but "heard" must describe the query alone."""
         q_u8 = np.ascontiguousarray(q_u8, dtype=np.uint8)
         p = probs if probs is not None else self.query_label_probs(q_u8)
@@ -222,8 +212,7 @@ class Ranker:
         near = dist < NEAR_DUP_DISTANCE
         score = np.where(near, 0.9 + 0.1 * np.exp(-dist / NEAR_DUP_DISTANCE), 0.9 * score)
         order = np.argsort(-score, kind="stable")
-        hits = [Hit(int(cand[i]), int(off[i]), float(score[i]), float(ls[i]), float(ac[i]), float(dist[i]),
-                    bool(near[i])) for i in order[: max(top * 4, top)]]
+        hits = [Hit(segment=int(cand[i]), offset=int(off[i]), score=float(score[i])) for i in order[:top]]
         return hits, own
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.bridge import BridgeHit, LabelBridge, query_profile
+from core.bridge import LabelBridge, query_profile
 from core.errors import BadQueryError
+from core.hit import Hit
 
 SPEECH, MUSIC, DOG, BARK, CAT = 0, 137, 74, 75, 81  # AudioSet indices (class_labels_indices.csv)
 
@@ -48,21 +49,21 @@ def test_rare_label_beats_ubiquitous_speech_and_is_timestamped_at_its_peak():
     bridge, _ = _toy()
     # A voice note of someone talking while a dog barks: Speech is stronger than Dog.
     hits = bridge.search(_profile(speech=0.7, dog=0.5, bark=0.4), top=5)
-    assert isinstance(hits[0], BridgeHit)
+    assert isinstance(hits[0], Hit)
     assert hits[0].segment == 0, hits[:3]
-    assert (hits[0].second, hits[0].row) == (2, 2)  # the bark peaks at second 2
+    assert hits[0].offset == 2  # the bark peaks at second 2
     assert 0 < hits[0].score <= 1
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     # The rest are speech segments (they share Speech), the louder speech first.
     assert {h.segment for h in hits[1:]} <= set(range(3, 33))
-    assert hits[1].segment == 32 and hits[1].second == 3
+    assert hits[1].segment == 32 and hits[1].offset == 3
 
 
 def test_each_family_finds_its_own_segment():
     bridge, seg_labels = _toy()
     assert bridge.search(_profile(cat=0.8), top=1)[0].segment == 1
     music = bridge.search(_profile(music=0.9), top=3)
-    assert music[0].segment == 2 and music[0].second == 3
+    assert music[0].segment == 2 and music[0].offset == 3
     assert len(music) == 1  # nothing else shares a label: no filler with score 0
     assert all(SPEECH in seg_labels[h.segment] for h in bridge.search(_profile(speech=0.9), top=10))
 
@@ -100,7 +101,7 @@ def test_without_a_row_view_clip_labels_still_rank():
     ptr = np.array([0, 1, 3, 4])
     b = LabelBridge(np.repeat([0, 1, 2], 2), np.tile([0, 1], 3), ptr, np.array([SPEECH, DOG, BARK, MUSIC]))
     hits = b.search(_profile(dog=0.6, bark=0.5), top=3)
-    assert hits[0].segment == 1 and (hits[0].row, hits[0].second) == (-1, 0)
+    assert hits[0].segment == 1 and hits[0].offset == 0  # no seconds to choose from: the start
 
 
 def test_rows_need_not_be_grouped_by_segment():
@@ -110,8 +111,7 @@ def test_rows_need_not_be_grouped_by_segment():
     row_second = np.array([0, 0, 1, 1, 2, 2])
     b = LabelBridge.from_dense(probs, row_segment, row_second, [[DOG], [DOG]])
     hits = b.search(_profile(dog=0.9), top=2)
-    assert (hits[0].segment, hits[0].second, hits[0].row) == (0, 1, 2)
-    assert (hits[1].segment, hits[1].second) == (1, 1)
+    assert [(h.segment, h.offset) for h in hits] == [(0, 1), (1, 1)]  # row 2 is segment 0's second 1
 
 
 def test_segments_without_clip_labels_are_reached_through_their_seconds():
@@ -120,7 +120,7 @@ def test_segments_without_clip_labels_are_reached_through_their_seconds():
     probs[3:6, SPEECH] = 0.9
     b = LabelBridge.from_dense(probs, np.repeat([0, 1], 3), np.tile([0, 1, 2], 2), [[], [SPEECH]])
     hit = b.search(_profile(cat=0.8), top=2)
-    assert [(h.segment, h.second) for h in hit] == [(0, 1)]
+    assert [(h.segment, h.offset) for h in hit] == [(0, 1)]
 
 
 def test_bad_label_vectors_are_bad_queries():
@@ -139,7 +139,7 @@ def test_concurrent_first_queries_prepare_once_and_agree():
     expected_bridge, _ = _toy(200)
     q = _profile(speech=0.7, dog=0.4)
     expected = expected_bridge.search(q, top=10)
-    out: list[list[BridgeHit]] = []
+    out: list[list[Hit]] = []
     threads = [threading.Thread(target=lambda: out.append(bridge.search(q, top=10))) for _ in range(6)]
     for t in threads:
         t.start()
@@ -229,8 +229,7 @@ def test_synthesized_audio_finds_segments_of_its_family(kind, root, index_bridge
     infos = [build.segment(h.segment) for h in hits]
     assert all(family & set(info.labels) for info in infos), [info.labels for info in infos]
     for h, info in zip(hits, infos):
-        assert 0 <= h.second < info.n_seconds
-        assert build.row_segment[h.row] == h.segment and build.row_second[h.row] == h.second
+        assert 0 <= h.offset < info.n_seconds
 
 
 # -- the ontology rules (core.heard.Ontology given to the bridge) -----------------------------------

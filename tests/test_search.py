@@ -44,6 +44,16 @@ def test_window_from_an_indexed_clip_comes_back_first_at_its_second(engine: Engi
         assert len(resp.results) == 15  # over-fetched 3x for the liveness filter
 
 
+def test_the_engine_alone_decides_how_deep_a_query_looks(engine: Engine):
+    """The ranker returns the hits it is asked for; only the engine over-fetches, and only for the
+    liveness filter (nothing is dropped after ranking without it)."""
+    _info, vec = _clip(engine)
+    hits, _ = engine._current().ranker.search(vec[:5], 7)
+    assert len(hits) == 7 and len({h.segment for h in hits}) == 7
+    assert len(engine.search(Query(kind="embeddings", embeddings=vec[:5], top=4, live_check=False)).results) == 4
+    assert len(engine.search(Query(kind="text", text="dog barking", top=4, live_check=False)).results) == 4
+
+
 def test_noisy_windows_still_find_their_clip_and_second(engine: Engine):
     rng = np.random.default_rng(3)
     r = engine._current().ranker
