@@ -189,28 +189,6 @@ class LabelBridge:
         kw.setdefault("ubiquitous", ubiquitous_ids(build.label_names))
         return cls(build.row_segment, build.row_second, seg["label_ptr"], seg["label_idx"], idx, p, **kw)
 
-    @classmethod
-    def from_dense(
-        cls,
-        row_probs: np.ndarray,
-        row_segment: np.ndarray,
-        row_second: np.ndarray,
-        seg_labels: Sequence[Sequence[int]],
-        *,
-        k: int = 8,
-        **kw: Any,
-    ) -> LabelBridge:
-        """From dense per-row probabilities ``[N, 527]`` (kept as the same top-K view a build stores)."""
-        probs = np.asarray(row_probs, dtype=np.float32)
-        k = min(k, probs.shape[1])
-        top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
-        vals = np.take_along_axis(probs, top, 1)
-        ptr = np.zeros(len(seg_labels) + 1, dtype=np.int64)
-        ptr[1:] = np.cumsum([len(x) for x in seg_labels])
-        flat = np.fromiter((int(c) for x in seg_labels for c in x), dtype=np.int64, count=int(ptr[-1]))
-        q = np.round(np.clip(vals, 0, 1) * 255).astype(np.uint8)
-        return cls(row_segment, row_second, ptr, flat, top.astype(np.uint16), q, n_labels=probs.shape[1], **kw)
-
     def _prepare(self) -> None:
         """Label → segments lists, idf, and segment → rows; built once, on first use or :meth:`warm`."""
         with self._lock:

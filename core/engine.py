@@ -79,7 +79,6 @@ class Engine:
         self._loaded: _Loaded | None = None
         self._lock = threading.Lock()
         self._embedder = None
-        self._last_check = 0.0
 
     # -- the build -------------------------------------------------------------------------------
     def reload(self) -> bool:
@@ -397,13 +396,6 @@ def check_embeddings(value) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[1] != 128 or arr.shape[0] == 0:
         raise BadQueryError(f"embeddings must have shape [n,128], got {list(arr.shape)}")
     return np.ascontiguousarray(arr)
-
-
-def open_engine(settings, **kwargs) -> Engine:
-    """An engine with its index loaded (IndexMissingError now rather than at the first query)."""
-    engine = Engine(settings, **kwargs)
-    engine.warm_up()
-    return engine
 
 
 def _word_coverage(labelset, text: str, label_seg: np.ndarray, label_idx: np.ndarray,

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 QueryKind = Literal["audio", "like", "text", "embeddings"]
-ModelName = Literal["vggish", "yamnet", "vggish+yamnet"]
+ModelName = Literal["vggish", "yamnet"]
 LiveState = Literal["live", "unembeddable", "unknown", "unchecked"]
 Source = Literal["audioset", "library"]
 

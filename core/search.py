@@ -54,7 +54,6 @@ class Ranker:
         self.seg_first = seg["seg_first_row"]
         self.seg_len = seg["seg_len"]
         self.seg_start = seg["seg_start"]
-        self.seg_source = seg["seg_source"]
         self.label_ptr = seg["label_ptr"]
         self.label_idx = seg["label_idx"].astype(np.int64)
         self.n_segments = len(self.seg_len)

@@ -19,6 +19,17 @@ from core.hit import Hit
 SPEECH, MUSIC, DOG, BARK, CAT = 0, 137, 74, 75, 81  # AudioSet indices (class_labels_indices.csv)
 
 
+def _bridge(probs: np.ndarray, row_segment, row_second, seg_labels, **kw) -> LabelBridge:
+    """The bridge over dense per-second probabilities ``[N, labels]``, kept as the top-8 view a build
+    stores (uint16 label ids, uint8 probability x 255: core.labelhead.top_k_view's layout)."""
+    k = min(8, probs.shape[1])
+    top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+    p = np.round(np.clip(np.take_along_axis(probs, top, 1), 0, 1) * 255).astype(np.uint8)
+    ptr = np.concatenate([[0], np.cumsum([len(x) for x in seg_labels])]).astype(np.int64)
+    flat = np.array([c for x in seg_labels for c in x], dtype=np.int64)
+    return LabelBridge(row_segment, row_second, ptr, flat, top.astype(np.uint16), p, n_labels=probs.shape[1], **kw)
+
+
 def _toy(n_speech: int = 30) -> tuple[LabelBridge, list[list[int]]]:
     """Segments: 0 dog+bark, 1 cat, 2 music, then `n_speech` speech-only ones; 4 seconds each.
 
@@ -35,7 +46,7 @@ def _toy(n_speech: int = 30) -> tuple[LabelBridge, list[list[int]]]:
     probs[12:, SPEECH] = np.linspace(0.5, 0.95, n_speech * 4)
     row_segment = np.repeat(np.arange(n_seg, dtype=np.int32), 4)
     row_second = np.tile(np.arange(4, dtype=np.int16), n_seg)
-    return LabelBridge.from_dense(probs, row_segment, row_second, seg_labels), seg_labels
+    return _bridge(probs, row_segment, row_second, seg_labels), seg_labels
 
 
 def _profile(**labels: float) -> np.ndarray:
@@ -84,7 +95,7 @@ def test_over_labelled_segments_do_not_win_by_carrying_everything():
     probs[0, DOG] = 0.8
     probs[1, 40:48] = 0.5
     probs[1, DOG] = 0.5
-    b = LabelBridge.from_dense(probs, np.array([0, 1]), np.array([0, 0]), seg_labels)
+    b = _bridge(probs, np.array([0, 1]), np.array([0, 0]), seg_labels)
     assert b.search(_profile(dog=0.8), top=2)[0].segment == 0
 
 
@@ -97,8 +108,7 @@ def test_exclude_segments_and_top():
 
 
 def test_without_a_row_view_clip_labels_still_rank():
-    seg_labels = [[SPEECH], [DOG, BARK], [MUSIC]]
-    ptr = np.array([0, 1, 3, 4])
+    ptr = np.array([0, 1, 3, 4])  # segments: Speech; Dog, Bark; Music
     b = LabelBridge(np.repeat([0, 1, 2], 2), np.tile([0, 1], 3), ptr, np.array([SPEECH, DOG, BARK, MUSIC]))
     hits = b.search(_profile(dog=0.6, bark=0.5), top=3)
     assert hits[0].segment == 1 and hits[0].offset == 0  # no seconds to choose from: the start
@@ -109,7 +119,7 @@ def test_rows_need_not_be_grouped_by_segment():
     probs[:, DOG] = [0.2, 0.1, 0.9, 0.3, 0.1, 0.2]
     row_segment = np.array([0, 1, 0, 1, 0, 1])
     row_second = np.array([0, 0, 1, 1, 2, 2])
-    b = LabelBridge.from_dense(probs, row_segment, row_second, [[DOG], [DOG]])
+    b = _bridge(probs, row_segment, row_second, [[DOG], [DOG]])
     hits = b.search(_profile(dog=0.9), top=2)
     assert [(h.segment, h.offset) for h in hits] == [(0, 1), (1, 1)]  # row 2 is segment 0's second 1
 
@@ -118,7 +128,7 @@ def test_segments_without_clip_labels_are_reached_through_their_seconds():
     probs = np.zeros((6, 527), np.float32)
     probs[0:3, CAT] = [0.6, 0.9, 0.5]  # segment 0: a library file with no labels, cat-like seconds
     probs[3:6, SPEECH] = 0.9
-    b = LabelBridge.from_dense(probs, np.repeat([0, 1], 3), np.tile([0, 1, 2], 2), [[], [SPEECH]])
+    b = _bridge(probs, np.repeat([0, 1], 3), np.tile([0, 1, 2], 2), [[], [SPEECH]])
     hit = b.search(_profile(cat=0.8), top=2)
     assert [(h.segment, h.offset) for h in hit] == [(0, 1)]
 
@@ -254,8 +264,8 @@ def _dog_bark_cat_index() -> tuple[list[list[int]], np.ndarray, np.ndarray, np.n
 
 def test_family_idf_counts_segments_labelled_with_a_descendant():
     seg_labels, probs, rs, rsec = _dog_bark_cat_index()
-    plain = LabelBridge.from_dense(probs, rs, rsec, seg_labels).warm()
-    bridge = LabelBridge.from_dense(probs, rs, rsec, seg_labels, ontology=_ontology()).warm()
+    plain = _bridge(probs, rs, rsec, seg_labels).warm()
+    bridge = _bridge(probs, rs, rsec, seg_labels, ontology=_ontology()).warm()
     # Dog's document frequency counts the Bark segment too (a bark is a dog sound), so Dog is the
     # commoner, less telling label; leaves are unchanged.
     assert plain.idf[DOG] == plain.idf[BARK]
@@ -267,8 +277,8 @@ def test_family_idf_counts_segments_labelled_with_a_descendant():
 
 def test_ambiguous_labels_weigh_nothing():
     seg_labels, probs, rs, rsec = _dog_bark_cat_index()
-    bridge = LabelBridge.from_dense(probs, rs, rsec, seg_labels, ontology=_ontology(ambiguous=(CAT,)))
+    bridge = _bridge(probs, rs, rsec, seg_labels, ontology=_ontology(ambiguous=(CAT,)))
     hits = bridge.search(_profile(cat=0.9, dog=0.3), top=3)
     assert hits[0].segment == 0 and 2 not in {h.segment for h in hits}
     with pytest.raises(ValueError):
-        LabelBridge.from_dense(probs[:, :500], rs, rsec, seg_labels, ontology=_ontology())
+        _bridge(probs[:, :500], rs, rsec, seg_labels, ontology=_ontology())

@@ -90,10 +90,10 @@ def test_no_intact_build_is_index_broken_error(small_index_dir, tmp_path):
     truncate(current / "scann" / "0" / "dataset.npy", 4096)
     with pytest.raises(IndexBrokenError, match="broken"):
         store.open_current(data)
-    from core.engine import open_engine
+    from core.engine import Engine
 
     with pytest.raises(IndexBrokenError):  # start-up: a typed error, never a traceback crash loop
-        open_engine(Settings(data_dir=data))
+        Engine(Settings(data_dir=data)).warm_up()
 
 
 def test_cli_truncated_scann_dataset_is_one_line_not_a_traceback(small_index_dir, tmp_path):
@@ -152,11 +152,12 @@ sys.path.insert(0, {root!r})
 from pathlib import Path
 import numpy as np
 from core.config import Settings
-from core.engine import open_engine
+from core.engine import Engine
 from core.errors import EchoVidsError
 from core.results import Query
 
-engine = open_engine(Settings(data_dir=Path({data!r})))
+engine = Engine(Settings(data_dir=Path({data!r})))
+engine.warm_up()
 vectors = np.array(engine.build.vectors[100:105])  # a copy: the query must not live in the map
 first = engine.search(Query(kind="embeddings", embeddings=vectors, top=3, live_check=False))
 print("before", engine.build.build_id, len(first.results), flush=True)

@@ -70,10 +70,6 @@ class YamnetModel:
         """``"window"`` (fixed 15,600-sample input) or ``"waveform"`` (variable-length input)."""
         return self._runner().layout
 
-    @property
-    def has_embeddings(self) -> bool:
-        return self._runner().embeddings_index is not None
-
     def _runner(self) -> Runner:
         runner = getattr(self._local, "runner", None)
         if runner is None:

@@ -581,7 +581,7 @@ class FakeDiscord:
             if parts[2] == "messages" and method == "DELETE":
                 return web.Response(status=204)
         if parts[0] == "interactions" and parts[-1] == "callback" and method == "POST":
-            inter_id, token = parts[1], parts[2]
+            inter_id = parts[1]
             cb_type = int((body or {}).get("type", 0))
             data = (body or {}).get("data") or {}
             result: dict[str, Any] = {"interaction": {
