@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from core.config import Settings  # noqa: E402
 from core.liveness.checker import LivenessChecker  # noqa: E402
 from core.liveness.oembed import DEFAULT_CONCURRENCY, DEFAULT_RATE_PER_S  # noqa: E402
-from core.liveness.refresh import arefresh_index  # noqa: E402
+from core.admin.refresh import arefresh_index  # noqa: E402
 from core.results import Match  # noqa: E402
 from core.youtube import youtube_url  # noqa: E402
 

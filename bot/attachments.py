@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import aiohttp
 import yarl
 
-from core.errors import DownloadError
+from core.errors import AudioTooLargeError, DownloadError
 
 #: Discord's attachment hosts (https only).
 CDN_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
@@ -76,8 +76,6 @@ def check_host(url: str, hosts: frozenset[str]) -> yarl.URL:
 async def fetch_attachment(session: aiohttp.ClientSession, url: str, *, limit: int, declared_size: int | None,
                            hosts: frozenset[str], timeouts: DownloadTimeouts) -> bytes:
     """The attachment's bytes, or a typed error (:class:`DownloadError`, ``AudioTooLargeError``)."""
-    from core.audio import AudioTooLargeError
-
     target = check_host(url, hosts)
     expected = min(limit, declared_size) if declared_size and declared_size > 0 else limit
     try:

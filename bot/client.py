@@ -49,8 +49,7 @@ from core.errors import EchoVidsError, IndexMissingError
 from core.results import Query, SearchResponse
 
 if TYPE_CHECKING:  # the engine's modules load TensorFlow-side code: imported when first needed
-    from core.engine import Engine
-    from core.liveness import LivenessChecker
+    from core.engine import Engine, LivenessChecker
 
 log = logging.getLogger("echovids.bot")
 
@@ -69,6 +68,8 @@ def log_failure(err: BaseException, what: str = "search") -> None:
     is INFO, Discord refusing a reply is WARNING, anything else is a bug and logged with its
     traceback."""
     if isinstance(err, EchoVidsError):
+        log.info("%s refused: %s", what, err)
+    elif isinstance(err, app_commands.CheckFailure):
         log.info("%s refused: %s", what, err)
     elif isinstance(err, discord.HTTPException):
         log.warning("%s: Discord refused a reply: %s", what, err)
@@ -125,7 +126,6 @@ class EchoVidsBot(commands.Bot):
         self._engine_lock = asyncio.Lock()
         self._saved_endpoints: tuple[str, yarl.URL] | None = None
         self._owns_liveness = liveness is None
-        self._owns_engine = engine is None
         self._closing = False
         #: Seconds in-flight searches get to finish on stop; ``grace_wait(seconds)`` is how that
         #: time passes (injected by tests, which end the grace period with an event).
@@ -171,9 +171,9 @@ class EchoVidsBot(commands.Bot):
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, sock_connect=10))
         if self.engine is None:
             if self.liveness is None:
-                from core.liveness import LivenessChecker
+                from core.engine import live_checker
 
-                self.liveness = LivenessChecker(self.settings)
+                self.liveness = live_checker(self.settings)
             await self.load_engine()
         if self.warm_up:
             await loop.run_in_executor(self.jobs.executor, self._warm_up)
@@ -271,11 +271,7 @@ class EchoVidsBot(commands.Bot):
                                    error: app_commands.AppCommandError) -> None:
         """The one error handler for application commands (the tree's ``on_error``): log by the
         one policy, answer with the one line for that error, ephemerally — never a command left
-        "thinking…". A cog with its own ``cog_app_command_error`` has answered already (discord.py
-        calls it first), so it is left alone here."""
-        cog = getattr(interaction.command, "binding", None)
-        if isinstance(cog, commands.Cog) and cog.has_app_command_error_handler():
-            return
+        "thinking…"."""
         err = error.original if isinstance(error, app_commands.CommandInvokeError) else error
         log_failure(err, getattr(interaction.command, "qualified_name", None) or "command")
         await self.tell(interaction, error_line(err, self.settings))
@@ -294,10 +290,6 @@ class EchoVidsBot(commands.Bot):
             raise
         finally:
             self._inflight.pop(task, None)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._inflight)
 
     def request_stop(self, why: str = "stop requested") -> asyncio.Task[None]:
         """Begin a graceful stop (idempotent): what the SIGTERM/SIGINT handlers call."""
@@ -356,12 +348,6 @@ class EchoVidsBot(commands.Bot):
                     await self.liveness.close()
                 except Exception:
                     log.exception("closing the liveness checker failed")
-            close_engine = getattr(self.engine, "close", None) if self._owns_engine else None
-            if callable(close_engine):
-                try:
-                    close_engine()
-                except Exception:
-                    log.exception("closing the engine failed")
             self.jobs.shutdown()
             self.restore_endpoints()
 

@@ -24,8 +24,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from core.admin import RefreshReport
 from core.config import PROJECT_ROOT, Settings
-from core.liveness.refresh import RefreshReport
 from core.progress import ProgressEvent
 
 log = logging.getLogger("echovids.bot.refresh")

@@ -10,8 +10,10 @@ once) and trimmed line by line rather than cut mid-link.
 from __future__ import annotations
 
 import discord
+from discord import app_commands
 
 from bot.attachments import AttachmentHostError
+from bot.formatting import clock
 from core.errors import (
     AudioTooLargeError,
     AudioTooLongError,
@@ -32,7 +34,6 @@ from core.youtube import link_text
 
 TITLE_LIMIT = 256
 DESCRIPTION_LIMIT = 4096
-FIELD_VALUE_LIMIT = 1024
 FOOTER_LIMIT = 2048
 TOTAL_LIMIT = 6000
 
@@ -46,14 +47,6 @@ _KIND_TITLES = {
     "text": "Sounds like",
     "embeddings": "Sound-alikes",
 }
-
-
-def clock(seconds: float | int) -> str:
-    """``75 → '1:15'``; hours when needed (``3725 → '1:02:05'``)."""
-    seconds = max(0, int(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def percent(score: float) -> str:
@@ -171,20 +164,7 @@ def render_response(response: SearchResponse, *, searched: str | None = None,
     return embed
 
 
-def embed_size(embed: discord.Embed) -> int:
-    """Characters Discord counts towards the 6000 limit (title, description, fields, footer, author)."""
-    return len(embed)
-
-
 # -- errors: one friendly line each (core raises typed errors; the wording users see lives here) --
-
-def _mb(settings: object) -> str:
-    return f"{getattr(settings, 'max_attachment_mb', 25):g} MB"
-
-
-def _secs(settings: object) -> str:
-    return clock(getattr(settings, "max_audio_seconds", 120))
-
 
 #: The one line for a search that cannot be finished because the bot is stopping (or a new one
 #: that arrives while it stops).
@@ -201,18 +181,26 @@ def echo(text: str, limit: int = 300) -> str:
     return discord.utils.escape_mentions(discord.utils.escape_markdown(_shorten(text, limit)))
 
 
+class NotModerator(app_commands.CheckFailure):
+    """A moderator command from a member without Manage Server or the moderator role."""
+
+
 def error_line(err: BaseException, settings: object | None = None) -> str:
     """The one line a user sees for a failed request: the wording of every typed error lives here
     (the bot's one error handler and the message listener both ask), matched with ``isinstance``
     — subclasses first — so a new subclass gets its parent's line, not the generic one."""
+    if isinstance(err, NotModerator):
+        role = " or the moderator role" if getattr(settings, "moderator_role", None) else ""
+        return f"Only moderators can do that: you need the Manage Server permission{role}."
     if isinstance(err, NotAudioError):
         return "I couldn't read that as audio. Send a voice message or an audio/video file (OGG, MP3, WAV, M4A, MP4…)."
     if isinstance(err, NoAudioStreamError):
         return "That file has no sound track, so there is nothing to match."
     if isinstance(err, AudioTooLargeError):
-        return f"That file is too large: the limit is {_mb(settings)}."
+        return f"That file is too large: the limit is {getattr(settings, 'max_attachment_mb', 25):g} MB."
     if isinstance(err, AudioTooLongError):
-        return f"That recording is too long: the limit is {_secs(settings)}. Send a shorter clip."
+        return (f"That recording is too long: the limit is {clock(getattr(settings, 'max_audio_seconds', 120))}. "
+                "Send a shorter clip.")
     if isinstance(err, AudioTooShortError):
         return "That recording is too short or silent to match. Try a few seconds of clear sound."
     if isinstance(err, DecodeTimeoutError):

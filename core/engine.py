@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from core.heard import heard as heard_policy
 from core.hit import Hit
 from core.search import Ranker
 from core.youtube import parse_youtube, timestamped_url, youtube_url
+
+if TYPE_CHECKING:
+    from core.liveness import LivenessChecker
 
 log = logging.getLogger("echovids.engine")
 
@@ -421,3 +425,11 @@ def _word_coverage(labelset, text: str, label_seg: np.ndarray, label_idx: np.nda
     if len(per_word) < 2:
         return None
     return np.mean(per_word, axis=0)
+
+
+def live_checker(settings) -> LivenessChecker:
+    """The liveness checker a front end hands to :class:`Engine` (and closes when it stops), made
+    here so the bot and the CLI reach the liveness stage only through the engine."""
+    from core.liveness import LivenessChecker
+
+    return LivenessChecker(settings)

@@ -111,7 +111,9 @@ def test_cli_truncated_scann_dataset_is_one_line_not_a_traceback(small_index_dir
 
 def test_index_status_says_when_it_serves_a_fallback(small_index_dir, tmp_path, capsys):
     from bot.cli import main
-    from bot.cogs.moderation import collect_status, status_embed
+    from bot.cogs.moderation import status_embed
+    from core.admin import Admin
+    from core.config import Settings
 
     data, current, older = private_copy(small_index_dir, tmp_path / "data", with_older=True)
     truncate(current / "vectors.npy", 1000)
@@ -121,7 +123,7 @@ def test_index_status_says_when_it_serves_a_fallback(small_index_dir, tmp_path, 
     assert main(["index", "status", "--index", str(data), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["current"] == OLDER and status["fallback"]["current"] == current.name
-    embed = status_embed(collect_status(data), None)
+    embed = status_embed(Admin(Settings(data_dir=data)).status(), None)
     fields = {f.name: f.value for f in embed.fields}
     assert current.name in fields["⚠️ Fallback build"] and OLDER in fields["⚠️ Fallback build"]
 

@@ -16,7 +16,7 @@ import pytest
 from core.config import Settings
 from core.liveness.cache import LivenessCache
 from core.liveness.oembed import OEmbedResult
-from core.liveness.refresh import refresh_index
+from core.admin.refresh import refresh_index
 from core.progress import ProgressEvent
 from tests.fakes.oembed_server import GONE, INVALID, LIVE, PRIVATE, RESET, UNEMBEDDABLE, FakeOEmbed, error, ratelimit
 
@@ -82,7 +82,7 @@ import sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from core.config import Settings
-from core.liveness.refresh import refresh_index
+from core.admin.refresh import refresh_index
 vids = [f"v{{i:010d}}"[:11] for i in range({n})]
 def progress(e):
     print(e.done, flush=True)
@@ -269,7 +269,7 @@ def test_cli_refuses_nonsense_rate_and_concurrency(tmp_path, capsys):
 def test_a_second_refresh_is_refused_while_one_holds_the_lock(fake, tmp_path, capsys):
     from bot.cli import main
     from core.index.lock import LockBusyError, refresh_holder, refresh_lock
-    from core.liveness.refresh import refresh_index as run
+    from core.admin.refresh import refresh_index as run
 
     vids = ids(5)
     assert refresh_holder(tmp_path) is None
@@ -360,7 +360,7 @@ async def test_refresh_never_blocks_the_loop_on_a_locked_cache(fake, tmp_path, m
     import threading
 
     from core.liveness.cache import CACHE_FILENAME
-    from core.liveness.refresh import arefresh_index
+    from core.admin.refresh import arefresh_index
 
     path = tmp_path / CACHE_FILENAME
     LivenessCache(path).close()  # the schema exists, as it would beside a running bot

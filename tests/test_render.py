@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from bot.render import clock, percent, render_response
+from bot.formatting import clock
+from bot.render import percent, render_response
 from core.results import Heard, Match, QueryInfo, SearchResponse
 from core.youtube import youtube_url
 

@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cogs.soundalike import CONTEXT_MENU_NAME
-from bot.render import clock
+from bot.formatting import clock
 
 if TYPE_CHECKING:
     from bot.client import EchoVidsBot

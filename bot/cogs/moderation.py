@@ -26,9 +26,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.formatting import age, clock, progress_line, size
 from bot.refresh_process import RefreshFailed, RefreshProcess
-from bot.render import clock, error_line
-from core.index.lock import refresh_holder
+from bot.refresh_summary import summary
+from bot.render import NotModerator, error_line
+from core.admin import Admin, IndexStatus
 from core.progress import ProgressEvent
 
 if TYPE_CHECKING:
@@ -38,10 +40,6 @@ log = logging.getLogger("echovids.bot.moderation")
 
 #: Interaction tokens expire after 15 minutes; after this long, progress goes to a channel message.
 TOKEN_LIFETIME_S = 14 * 60
-
-
-class NotModerator(app_commands.CheckFailure):
-    """The member lacks Manage Server and the moderator role."""
 
 
 def is_moderator(interaction: discord.Interaction, moderator_role: int | None) -> bool:
@@ -68,59 +66,11 @@ def is_moderator(interaction: discord.Interaction, moderator_role: int | None) -
     return any(r.id == role.id for r in user.roles)
 
 
-def _age(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} s"
-
-
-def _bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-def collect_status(data_dir: Path) -> dict[str, Any]:
-    """Facts about the current build and its liveness (blocking: run in a thread)."""
-    from core.index.store import open_current
-    from core.liveness.cache import CACHE_FILENAME, LivenessCache
-
-    build = open_current(data_dir)
-    manifest = build.manifest
-    fallback = None
-    if build.fallback_reason:
-        fallback = {"current": build.pointer, "serving": build.build_id, "reason": build.fallback_reason}
-    ids = build.video_ids
-    ids = list(ids() if callable(ids) else ids)
-    status: dict[str, Any] = {"build_id": manifest.get("build_id", build.path.name),
-                              "built_at": manifest.get("built_at"), "counts": manifest.get("counts", {}),
-                              "sources": manifest.get("sources", {}), "disk_bytes": build.disk_bytes(),
-                              "embedder": manifest.get("embedder"), "videos": len(ids), "fallback": fallback}
-    cache_path = Path(data_dir) / CACHE_FILENAME
-    states: dict[str, int] = {}
-    newest = None
-    if cache_path.exists() and ids:
-        cache = LivenessCache(cache_path)
-        try:
-            for entry in cache.get_many(ids).values():
-                states[entry.state] = states.get(entry.state, 0) + 1
-                newest = entry.checked_at if newest is None else max(newest, entry.checked_at)
-        finally:
-            cache.close()
-    status["live_states"] = states
-    status["newest_check"] = newest
-    return status
-
-
-def status_embed(status: dict[str, Any], last_refresh: tuple[float, Any] | None) -> discord.Embed:
-    counts = status.get("counts") or {}
+def status_embed(status: IndexStatus, last_refresh: tuple[float, Any] | None) -> discord.Embed:
+    """The ``/index status`` embed, from the admin service's one status (as the CLI prints it)."""
+    counts = status.counts
     embed = discord.Embed(title="Index status", colour=discord.Colour(0x3B82F6))
-    fallback = status.get("fallback")
+    fallback = status.fallback
     if fallback:
         embed.colour = discord.Colour(0xF59E0B)
         embed.add_field(name="⚠️ Fallback build", value=(
@@ -129,64 +79,49 @@ def status_embed(status: dict[str, Any], last_refresh: tuple[float, Any] | None)
             inline=False)
     embed.add_field(name="Size", value=(
         f"{counts.get('vectors', 0):,} seconds · {counts.get('segments', 0):,} clips · "
-        f"{status.get('videos', 0):,} videos · {_bytes(status.get('disk_bytes', 0))} on disk"), inline=False)
-    sources = status.get("sources") or {}
+        f"{status.videos:,} videos · {size(status.disk_bytes)} on disk"), inline=False)
+    sources = status.manifest.get("sources") or {}
     lines = [f"AudioSet: `{Path(p).name}`" for p in sources.get("audioset", [])]
     lines += [f"Library: `{Path(p).name}`" for p in sources.get("library", [])]
     embed.add_field(name="Sources", value=("\n".join(lines) or "—")[:1024], inline=False)
-    built = status.get("built_at")
-    age = "unknown"
+    built = status.manifest.get("built_at")
+    built_ago = "unknown"
     if built:
         try:
             when = dt.datetime.strptime(built, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
-            age = f"{_age(time.time() - when.timestamp())} ago (<t:{int(when.timestamp())}:f>)"
+            built_ago = f"{age(time.time() - when.timestamp())} ago (<t:{int(when.timestamp())}:f>)"
         except ValueError:
-            age = built
-    embed.add_field(name="Built", value=f"{age} · build `{status.get('build_id')}`", inline=False)
-    states = status.get("live_states") or {}
+            built_ago = built
+    embed.add_field(name="Built", value=f"{built_ago} · build `{status.build_id}`", inline=False)
+    states = status.live_states
     checked = sum(states.values())
     playing = states.get("live", 0) + states.get("unembeddable", 0)
     if checked:
-        share = f"{playing / checked:.0%} still on YouTube ({checked:,} of {status.get('videos', 0):,} videos checked)"
+        share = f"{playing / checked:.0%} still on YouTube ({checked:,} of {status.videos:,} videos checked)"
     else:
         share = "not checked yet — run `/index refresh`"
     embed.add_field(name="Live share", value=share, inline=False)
     if last_refresh is not None:
         when, report = last_refresh
-        text = f"{_age(time.time() - when)} ago: {_summary(report)}"
-    elif status.get("newest_check"):
-        text = f"no refresh from this bot yet; newest liveness check {_age(time.time() - status['newest_check'])} ago"
+        text = f"{age(time.time() - when)} ago: {_outcome(report)}"
+    elif status.newest_check:
+        text = f"no refresh from this bot yet; newest liveness check {age(time.time() - status.newest_check)} ago"
     else:
         text = "never"
     embed.add_field(name="Last refresh", value=text[:1024], inline=False)
     return embed
 
 
-def _summary(report: Any) -> str:
+def _outcome(report: Any) -> str:
+    """A finished refresh's summary, or the one line for why it failed."""
     if isinstance(report, (RefreshFailed, OSError)):
         return f"failed: {report}"
     if isinstance(report, BaseException):
         return f"failed: {error_line(report)}"
-    parts = [f"checked {getattr(report, 'checked', 0):,} of {getattr(report, 'stale', 0):,} stale videos"]
-    dead = getattr(report, "dead", 0)
-    by_state = getattr(report, "dead_by_state", {}) or {}
-    if dead:
-        detail = ", ".join(f"{n} {s}" for s, n in sorted(by_state.items()))
-        parts.append(f"{dead:,} gone ({detail})" if detail else f"{dead:,} gone")
-    else:
-        parts.append("none gone")
-    if getattr(report, "rebuilt", False):
-        parts.append(f"index rebuilt without {getattr(report, 'excluded', 0):,} gone videos")
-    else:
-        parts.append("index unchanged")
-    if getattr(report, "unknown", 0):
-        parts.append(f"{report.unknown:,} still unknown (retried next time)")
-    if getattr(report, "stopped", None):
-        parts.append(f"stopped early: {report.stopped}")
-    return "; ".join(parts)
+    return summary(report)
 
 
-def _progress_text(event: ProgressEvent | None, started: float) -> str:
+def _progress_text(event: ProgressEvent | None, started: float, stage_started: float) -> str:
     head = f"🔄 Index refresh running ({clock(time.monotonic() - started)})"
     if event is None:
         return head + " — starting…"
@@ -194,15 +129,7 @@ def _progress_text(event: ProgressEvent | None, started: float) -> str:
         # The child's build is finished but the refresh is not until the bot has switched to it:
         # only the final ✅ message may say "done".
         return f"{head}\nnew build ready{f' ({event.detail})' if event.detail else ''}; switching to it…"
-    if event.total:
-        frac = min(1.0, event.done / event.total)
-        bar = "█" * int(frac * 16) + "░" * (16 - int(frac * 16))
-        line = f"{event.stage}: `{bar}` {frac:.0%} ({event.done:,}/{event.total:,} {event.unit})"
-    else:
-        line = f"{event.stage}: {event.done:,} {event.unit}"
-    if event.detail:
-        line += f" · {event.detail}"
-    return f"{head}\n{line[:1500]}"
+    return f"{head}\n{progress_line(event, time.monotonic() - stage_started)[:1500]}"
 
 
 class _ProgressMessage:
@@ -247,39 +174,26 @@ class Moderation(commands.Cog):
         self.refresh_started: float = 0.0
         self.refresh_by: str = ""
         self.last_refresh: tuple[float, Any] | None = None
+        self.admin = Admin(bot.settings)
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
         if not is_moderator(interaction, self.bot.settings.moderator_role):
             raise NotModerator("moderators only")
         return True
 
-    async def cog_app_command_error(self, interaction: discord.Interaction,
-                                    error: app_commands.AppCommandError) -> None:
-        if isinstance(error, NotModerator):
-            text = "Only moderators can do that: you need the Manage Server permission"
-            text += " or the moderator role." if self.bot.settings.moderator_role else "."
-        else:
-            original = getattr(error, "original", error)
-            log.error("moderation command failed", exc_info=original)
-            text = error_line(original, self.bot.settings)
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
-
     @index.command(name="status", description="Index size, sources, age, live share and last refresh")
     async def status(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         loop = asyncio.get_running_loop()
         try:
-            status = await loop.run_in_executor(None, collect_status, Path(self.bot.settings.data_dir))
+            status = await loop.run_in_executor(None, self.admin.status)
         except Exception as err:
             await interaction.followup.send(error_line(err, self.bot.settings), ephemeral=True)
             return
         embed = status_embed(status, self.last_refresh)
         if self.refresh_task is not None and not self.refresh_task.done():
-            embed.set_footer(text=f"A refresh is running (started {_age(time.monotonic() - self.refresh_started)} ago)")
-        elif (pid := refresh_holder(Path(self.bot.settings.data_dir))) is not None:
+            embed.set_footer(text=f"A refresh is running (started {age(time.monotonic() - self.refresh_started)} ago)")
+        elif (pid := self.admin.refresh_holder()) is not None:
             embed.set_footer(text=f"A refresh is running in another process{f' (pid {pid})' if pid else ''}")
         await interaction.followup.send(embed=embed, ephemeral=True)
 
@@ -287,24 +201,27 @@ class Moderation(commands.Cog):
     async def refresh(self, interaction: discord.Interaction) -> None:
         if self.refresh_task is not None and not self.refresh_task.done():
             await interaction.response.send_message(
-                f"A refresh is already running (started {_age(time.monotonic() - self.refresh_started)} ago "
+                f"A refresh is already running (started {age(time.monotonic() - self.refresh_started)} ago "
                 f"by {self.refresh_by}).", ephemeral=True)
             return
-        pid = refresh_holder(Path(self.bot.settings.data_dir))  # a CLI refresh, or another bot
+        pid = self.admin.refresh_holder()  # a CLI refresh, or another bot
         if pid is not None:
             await interaction.response.send_message(
                 f"A refresh is already running in another process{f' (pid {pid})' if pid else ''}.", ephemeral=True)
             return
         self.refresh_started = time.monotonic()
         self.refresh_by = interaction.user.display_name
-        await interaction.response.send_message(_progress_text(None, self.refresh_started))
+        await interaction.response.send_message(_progress_text(None, self.refresh_started, self.refresh_started))
         self.refresh_task = asyncio.create_task(self._run_refresh(_ProgressMessage(interaction)),
                                                 name="echovids-index-refresh")
 
     async def _run_refresh(self, message: _ProgressMessage) -> None:
         latest: list[ProgressEvent | None] = [None]
+        stage_started = [time.monotonic()]  # when the latest event's stage began (for rate and ETA)
 
         def progress(event: ProgressEvent) -> None:
+            if latest[0] is None or latest[0].stage != event.stage:
+                stage_started[0] = time.monotonic()
             latest[0] = event
 
         started = self.refresh_started
@@ -315,7 +232,7 @@ class Moderation(commands.Cog):
             while not work.done():
                 await asyncio.wait({work}, timeout=self.edit_interval_s)
                 if not work.done():
-                    await message.show(_progress_text(latest[0], started))
+                    await message.show(_progress_text(latest[0], started, stage_started[0]))
         finally:
             if not work.done():  # we are being cancelled (cog unload, bot closing): stop the child
                 work.cancel()
@@ -337,7 +254,7 @@ class Moderation(commands.Cog):
         switched = ""
         if getattr(report, "rebuilt", False):
             switched = await self._switch_build()
-        await message.show(f"✅ Index refresh done in {took}: {_summary(report)}.{switched}")
+        await message.show(f"✅ Index refresh done in {took}:\n{summary(report)}\n{switched}".rstrip())
 
     async def _switch_build(self) -> str:
         """Make the running engine use the new build now (no restart)."""
@@ -350,9 +267,9 @@ class Moderation(commands.Cog):
                 await loop.run_in_executor(self.bot.jobs.executor, engine.reload)
         except Exception as err:
             log.error("switching to the new build failed", exc_info=err)
-            return f" Could not switch to the new build yet: {error_line(err, self.bot.settings)}"
-        size = getattr(engine, "index_size", None)
-        return f" Replies now use the new index ({size:,} seconds)." if isinstance(size, int) else ""
+            return f"Could not switch to the new build yet: {error_line(err, self.bot.settings)}"
+        seconds = getattr(engine, "index_size", None)
+        return f"Replies now use the new index ({seconds:,} seconds)." if isinstance(seconds, int) else ""
 
     async def cog_unload(self) -> None:
         """The bot is stopping: stop the refresh child and its workers and reap them (no orphans)."""

@@ -38,7 +38,8 @@ from bot.attachments import AttachmentHostError, check_host
 from bot.client import log_failure
 from bot.delivery import DeliveryFailed, is_transient
 from bot.jobs import Refused, Ticket
-from bot.render import RESTARTING_LINE, clock, echo, error_line, refusal_line, render_response
+from bot.formatting import clock
+from bot.render import RESTARTING_LINE, echo, error_line, refusal_line, render_response
 from core.results import Query, SearchResponse
 
 if TYPE_CHECKING:

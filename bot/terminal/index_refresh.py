@@ -1,7 +1,7 @@
 """``echovids index refresh [--index DIR] [--dry-run] [--progress-json]``: re-check liveness, rebuild, swap.
 
-The engine does the work (:func:`core.liveness.refresh.refresh_index`); this front end draws the
-progress bar on stderr and prints a short summary on stdout. Ctrl-C is safe: every answer already
+The admin service does the work (:meth:`core.admin.Admin.refresh`); this front end draws the
+progress bar on stderr and prints the summary (:mod:`bot.refresh_summary`) on stdout. Ctrl-C is safe: every answer already
 received is in the cache, and the next run continues from there.
 
 ``--progress-json`` is for programs, above all the bot: ``/index refresh`` runs this command as a
@@ -21,13 +21,12 @@ import sys
 import threading
 import time
 
+from bot.refresh_summary import summary
 from bot.terminal.progress import TerminalProgress
+from core.admin import Admin
 from core.config import Settings
 from core.errors import BadQueryError
-from core.liveness.refresh import RefreshReport, refresh_index
 from core.progress import ProgressEvent
-
-STATE_ORDER = ("live", "unembeddable", "gone", "private", "invalid", "unknown")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -46,8 +45,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         os.nice(10)
         _exit_when_stdin_closes()
     progress = JsonProgress(sys.stdout) if as_json else TerminalProgress()
-    report = refresh_index(settings, dry_run=dry_run, progress=progress,
-                           rate_per_s=rate or None, concurrency=concurrency, timeout_s=timeout)
+    report = Admin(settings).refresh(dry_run=dry_run, progress=progress,
+                                     rate_per_s=rate or None, concurrency=concurrency, timeout_s=timeout)
     if as_json:
         progress.flush()
         print(json.dumps({"event": "report", **report.to_json()}), flush=True)
@@ -114,35 +113,3 @@ def _exit_when_stdin_closes() -> None:
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
-
-def summary(report: RefreshReport) -> str:
-    """The end-of-run summary a moderator reads (also reused by the bot's refresh command)."""
-    lines = []
-    fresh = report.indexed - report.stale
-    lines.append(f"{report.indexed:,} indexed videos: {report.stale:,} needed a check, {fresh:,} were fresh in the cache")
-    if report.checked or report.stale:
-        parts = [f"{report.states[s]:,} {s}" for s in STATE_ORDER if report.states.get(s)]
-        rate = report.checked / report.check_s if report.check_s > 0 else 0.0
-        lines.append(f"checked {report.checked:,} in {report.check_s:.1f} s ({rate:.1f}/s): "
-                     + (", ".join(parts) if parts else "nothing"))
-    dead = ", ".join(f"{n:,} {s}" for s, n in sorted(report.dead_by_state.items()))
-    lines.append(f"{report.dead:,} indexed videos no longer play" + (f" ({dead})" if dead else ""))
-    if report.revived:
-        lines.append(f"{report.revived:,} videos left out by an earlier refresh play again"
-                     + (" and would come back" if report.dry_run else " and are back in the index"))
-    if report.unknown:
-        lines.append(f"{report.unknown:,} could not be checked (kept in the index; a refresh after a few minutes asks again)")
-    if report.dry_run:
-        if report.dead or report.revived:
-            lines.append(f"dry run: a refresh would rebuild the index without these {report.dead:,} videos"
-                         + (f" (e.g. {', '.join(report.dead_sample[:3])})" if report.dead_sample else ""))
-        else:
-            lines.append("dry run: the index would stay as it is")
-    elif report.rebuilt:
-        lines.append(f"rebuilt without {report.excluded:,} dead videos in {report.build_s:.1f} s; "
-                     f"now current: {report.new_build}")
-    elif report.stopped:
-        lines.append("index unchanged (checks incomplete)")
-    else:
-        lines.append("index unchanged: every indexed video still plays or is unknown")
-    return "\n".join(lines)

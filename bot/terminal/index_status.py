@@ -1,40 +1,29 @@
-"""``echovids index status``: what the current build holds, from its manifest.
+"""``echovids index status``: what the current build holds, from :meth:`core.admin.Admin.status`.
 
-The build is opened the checked way (verified; a broken current build falls back to the newest
-intact one), and a fallback is said first, in the text and in ``--json`` (``fallback``).
+The admin service opens the build the checked way (verified; a broken current build falls back to
+the newest intact one); a fallback is said first, in the text and in ``--json`` (``fallback``).
 """
 
 from __future__ import annotations
 
 import json
 
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} GiB"
+from bot.formatting import size
+from core.admin import Admin
 
 
 def run(args, settings) -> int:
-    from core.index import store
-
-    build = store.open_current(settings.data_dir)
-    m = build.manifest
-    size = build.disk_bytes()
-    fallback = None
-    if build.fallback_reason:
-        fallback = {"current": build.pointer, "serving": build.build_id, "reason": build.fallback_reason}
+    status = Admin(settings).status()
+    m = status.manifest
     if args.json:
-        print(json.dumps({"data_dir": str(settings.data_dir), "current": build.build_id, "path": str(build.path),
-                          "size_bytes": size, "fallback": fallback, "manifest": m}, indent=2))
+        print(json.dumps(status.to_json(), indent=2))
         return 0
-    c = m.get("counts", {})
+    c = status.counts
+    fallback = status.fallback
     if fallback:
         print(f"WARNING: the current build {fallback['current']} is broken ({fallback['reason']}); "
               f"serving {fallback['serving']} until a rebuild (echovids index build / refresh)")
-    print(f"current build   {build.build_id}  ({build.path})")
+    print(f"current build   {status.build_id}  ({status.path})")
     print(f"built at        {m.get('built_at')}  in {m.get('build_seconds')} s  (code {m.get('code_version')})")
     stages = m.get("stage_seconds") or {}
     if stages:
@@ -42,7 +31,7 @@ def run(args, settings) -> int:
     print(f"vectors         {c.get('vectors', 0):,}")
     print(f"segments        {c.get('segments', 0):,}  ({c.get('audioset_segments', 0):,} AudioSet, "
           f"{c.get('library_segments', 0):,} library; {c.get('videos', 0):,} videos)")
-    print(f"size on disk    {_human_bytes(size)}")
+    print(f"size on disk    {size(status.disk_bytes)}")
     print(f"embedder        {m.get('embedder')}  PCA sha256 {m.get('pca_sha256') or 'n/a'}")
     print(f"metric          {m.get('metric')}")
     ann = m.get("ann", {})

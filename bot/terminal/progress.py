@@ -11,27 +11,12 @@ import sys
 import time
 from typing import TextIO
 
+from bot.formatting import progress_line
 from core.progress import ProgressEvent
 
 
-def _human(n: float, unit: str) -> str:
-    if unit == "bytes":
-        for suffix in ("B", "KiB", "MiB", "GiB"):
-            if abs(n) < 1024 or suffix == "GiB":
-                return f"{n:.1f} {suffix}" if suffix != "B" else f"{int(n)} B"
-            n /= 1024
-    return f"{int(n):,} {unit}"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 class TerminalProgress:
-    """A :data:`core.progress.ProgressCallback` that draws ``stage [####    ] 42% rate ETA``."""
+    """A :data:`core.progress.ProgressCallback` that draws :func:`bot.formatting.progress_line`."""
 
     def __init__(self, stream: TextIO | None = None, width: int = 28, min_interval: float = 0.1):
         self.stream = stream or sys.stderr
@@ -61,17 +46,4 @@ class TerminalProgress:
         self.stream.flush()
 
     def render(self, event: ProgressEvent, elapsed: float) -> str:
-        rate = event.done / elapsed if elapsed > 0 else 0.0
-        rate_text = f"{_human(rate, event.unit)}/s" if rate else ""
-        if event.total:
-            frac = min(1.0, event.done / event.total)
-            filled = int(frac * self.width)
-            bar = "#" * filled + "-" * (self.width - filled)
-            eta = (event.total - event.done) / rate if rate > 0 else 0
-            text = (f"{event.stage:<10} [{bar}] {frac:4.0%} {_human(event.done, event.unit)}"
-                    f"/{_human(event.total, event.unit)} {rate_text} ETA {_duration(eta)}")
-        else:
-            text = f"{event.stage:<10} {_human(event.done, event.unit)} {rate_text} {_duration(elapsed)}"
-        if event.detail:
-            text += f"  {event.detail}"
-        return text
+        return progress_line(event, elapsed, width=self.width, full="#", empty="-")

@@ -33,11 +33,9 @@ def _load_embeddings(path: str) -> np.ndarray:
 def _liveness(settings, wanted: bool):
     if not wanted:
         return None
-    try:
-        from core.liveness import LivenessChecker
-    except ImportError:
-        return None
-    return LivenessChecker(settings)
+    from core.engine import live_checker
+
+    return live_checker(settings)
 
 
 async def _answer_all(engine, queries: list[Query]) -> list[SearchResponse]:

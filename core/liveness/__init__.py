@@ -1,10 +1,10 @@
 """Liveness: is each YouTube video still there? (oEmbed checks, a SQLite cache, the query-time
-filter and the moderators' refresh.)"""
+filter and the re-check a refresh runs.)"""
 
 from core.liveness.cache import TTL, CacheEntry, LivenessCache
 from core.liveness.checker import LivenessChecker
 from core.liveness.oembed import DEAD_STATES, OEmbedClient, OEmbedResult
-from core.liveness.refresh import RefreshReport, arefresh_index, refresh_index
+from core.liveness.recheck import CheckReport, recheck
 
 __all__ = [
     "DEAD_STATES",
@@ -14,7 +14,6 @@ __all__ = [
     "LivenessChecker",
     "OEmbedClient",
     "OEmbedResult",
-    "RefreshReport",
-    "arefresh_index",
-    "refresh_index",
+    "CheckReport",
+    "recheck",
 ]
