@@ -49,7 +49,6 @@ class Ticket:
     """
 
     user_id: int
-    admitted_at: float
     stage: str = "queued"
 
     @property
@@ -111,7 +110,7 @@ class JobPool:
         self._next_allowed[user_id] = now + self.cooldown_s
         if len(self._next_allowed) > 10_000:  # forget users whose cooldown is long over
             self._next_allowed = {u: t for u, t in self._next_allowed.items() if t > now}
-        return Ticket(user_id, now, stage="download" if download else "queued")
+        return Ticket(user_id, stage="download" if download else "queued")
 
     @asynccontextmanager
     async def downloading(self, ticket: Ticket) -> AsyncIterator[None]:
@@ -141,10 +140,6 @@ class JobPool:
     def stop_admitting(self) -> None:
         """Refuse every new request from now on (the bot is stopping); those admitted go on."""
         self._admitting = False
-
-    @property
-    def admitting(self) -> bool:
-        return self._admitting
 
     @property
     def downloads_in_progress(self) -> int:

@@ -144,13 +144,6 @@ class LivenessChecker:
                     states[vid] = task.result()
         return self._assemble(matches, want, states)
 
-    async def check(self, video_id: str) -> OEmbedResult:
-        """One video's state, from the cache when fresh (used by "more like this" and tools)."""
-        entry = self.cache.get(video_id)
-        if entry is not None and entry.fresh(self.clock.time()):
-            return OEmbedResult(video_id, entry.state, entry.title, entry.channel)  # type: ignore[arg-type]
-        return await self._check_task(video_id)
-
     async def drain(self) -> None:
         """Wait until every check in flight has answered and its answer is in the cache.
 
