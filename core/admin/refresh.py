@@ -24,12 +24,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from core.config import Settings
 from core.index.lock import REFRESH_LOCK, FileLock
-from core.liveness.cache import TTL
-from core.liveness.oembed import DEFAULT_CONCURRENCY, DEFAULT_RATE_PER_S
-from core.liveness.recheck import RECHECK_RETRIES, RECHECK_TIMEOUT_S, CheckReport, recheck
+from core.liveness.recheck import CheckReport, recheck
 from core.progress import ProgressCallback, no_progress
 
 
@@ -71,20 +70,16 @@ async def arefresh_index(
     *,
     dry_run: bool = False,
     progress: ProgressCallback | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    rate_per_s: float | None = DEFAULT_RATE_PER_S,
-    timeout_s: float = RECHECK_TIMEOUT_S,
-    max_retries: int = RECHECK_RETRIES,
-    max_retry_after_s: float = 300.0,
-    ttl: TTL | None = None,
-    cache_path: Path | None = None,
     video_ids: Iterable[str] | None = None,
     rebuild: RebuildFn | None = None,
+    **check_options: Any,
 ) -> RefreshReport:
     """Check stale videos, then rebuild without the dead ones (see the module docstring).
 
     ``video_ids`` replaces the current build's ids (tools and tests that only want the check phase;
     nothing is rebuilt then). ``rebuild`` replaces ``core.index.builder.build_index`` (same signature).
+    ``check_options`` go to :func:`core.liveness.recheck.recheck` (concurrency, rate_per_s, timeout_s,
+    max_retries, max_retry_after_s, ttl, cache_path): how politely to ask is liveness's business.
     """
     started = time.monotonic()
     progress = progress or no_progress
@@ -99,10 +94,8 @@ async def arefresh_index(
 
     lock = FileLock(data_dir / REFRESH_LOCK, "an index refresh").acquire()  # LockBusyError if taken
     try:
-        check, dead_ids = await recheck(
-            settings, ids, include_left_out=build is not None, progress=progress, concurrency=concurrency,
-            rate_per_s=rate_per_s, timeout_s=timeout_s, max_retries=max_retries,
-            max_retry_after_s=max_retry_after_s, ttl=ttl, cache_path=cache_path)
+        check, dead_ids = await recheck(settings, ids, include_left_out=build is not None, progress=progress,
+                                        **check_options)
         report = RefreshReport(**asdict(check), data_dir=str(data_dir), dry_run=dry_run)
         if build is not None and (report.dead or report.revived) and not dry_run and report.stopped is None:
             report.excluded = len(dead_ids)
