@@ -84,3 +84,12 @@ def test_embed_is_the_query_embedding(tmp_path: Path, vggish_checkpoint: Path, p
 def test_embed_reports_a_missing_model_before_reading_the_audio(tmp_path: Path):
     with pytest.raises(ModelMissingError, match="echovids model fetch"):
         Admin(Settings(data_dir=tmp_path)).embed(b"not audio at all")
+
+
+def test_build_if_missing_keeps_the_current_build_and_status_says_no_fallback(tiny_index: Path):
+    admin = Admin(Settings(data_dir=tiny_index))
+    status = admin.status()
+    kept = admin.build(if_missing=True)  # nothing is built: the current build opens cleanly
+    assert not kept.built and kept.path == status.path and kept.counts == status.counts
+    assert status.fallback is None and status.to_json()["fallback"] is None
+    assert admin.refresh_holder() is None  # no refresh runs on this data directory

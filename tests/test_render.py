@@ -159,3 +159,51 @@ def test_echoed_input_in_error_lines_cannot_mention_or_format():
     assert "123456789012345678" in line  # still shown...
     assert not re.search(r"<@!?&?\d+>|@everyone|@here", line)  # ...but not as a mention
     assert "**b**" not in line  # nor as formatting
+
+
+def test_one_formatter_set_for_sizes_durations_and_ages():
+    from bot.formatting import age, size
+
+    assert [size(n) for n in (0, 1023, 1536, 5 * 2**20, 3 * 2**30, 5000 * 2**30)] == [
+        "0 B", "1023 B", "1.5 KiB", "5.0 MiB", "3.0 GiB", "5000.0 GiB"]
+    assert [age(s) for s in (-3, 40, 60, 7199, 86400 * 3 + 5)] == ["0 s", "40 s", "1 min", "1 h", "3 d"]
+
+
+def test_one_progress_text_for_the_terminal_and_the_bot():
+    from bot.formatting import progress_line
+    from bot.terminal.progress import TerminalProgress
+    from core.progress import ProgressEvent
+
+    event = ProgressEvent("check", 250, 1000, "videos", "3 dead, 0 unknown")
+    line = progress_line(event, 10.0, width=8)
+    assert line == "check: [██░░░░░░] 25% 250/1,000 videos · 25 videos/s · ETA 0:30 · 3 dead, 0 unknown"
+    terminal = TerminalProgress(width=8).render(event, 10.0)
+    assert terminal == line.replace("██░░░░░░", "##------")  # the same text; only the bar's glyphs differ
+    download = progress_line(ProgressEvent("download", 3 * 2**20, None, "bytes"), 2.0)
+    assert download == "download: 3.0 MiB · 1.5 MiB/s · 0:02"
+
+
+def test_the_moderator_refusal_is_error_lines_wording():
+    from bot.render import NotModerator, error_line
+    from core.config import Settings
+
+    assert error_line(NotModerator("x"), Settings()) == "Only moderators can do that: you need the Manage Server permission."
+    assert error_line(NotModerator("x"), Settings(moderator_role=42)).endswith("permission or the moderator role.")
+
+
+def test_one_refresh_summary_names_the_build_not_its_path():
+    from bot.refresh_summary import summary
+    from core.admin import RefreshReport
+
+    report = RefreshReport(indexed=10, stale=4, checked=4, states={"live": 3, "gone": 1}, dead=1,
+                           dead_by_state={"gone": 1}, dead_sample=["abcdefghijk"], check_s=2.0,
+                           data_dir="/srv/data", excluded=1, rebuilt=True, new_build="/srv/data/builds/20261202-1",
+                           build_s=3.5)
+    text = summary(report)
+    assert text.splitlines() == [
+        "10 indexed videos: 4 needed a check, 6 were fresh in the cache",
+        "checked 4 in 2.0 s (2.0/s): 3 live, 1 gone",
+        "1 indexed videos no longer play (1 gone)",
+        "rebuilt without 1 dead videos in 3.5 s; now current: 20261202-1",
+    ]
+    assert "/srv" not in text
