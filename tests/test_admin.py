@@ -58,6 +58,7 @@ def test_status_counts_this_builds_videos_by_liveness_state(tiny_index: Path, tm
     assert status.videos == before.videos and status.build_id == before.build_id
     assert status.live_states == {"live": 1, "gone": 1, "unembeddable": 1}  # a video of no build is not counted
     assert status.newest_check == 1000.0
+    assert status.checked == 3 and status.live_share == 2 / 3 and before.live_share is None
 
 
 def test_status_without_an_index_is_a_typed_error(tmp_path: Path):

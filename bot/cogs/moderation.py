@@ -93,11 +93,8 @@ def status_embed(status: IndexStatus, last_refresh: tuple[float, Any] | None) ->
         except ValueError:
             built_ago = built
     embed.add_field(name="Built", value=f"{built_ago} · build `{status.build_id}`", inline=False)
-    states = status.live_states
-    checked = sum(states.values())
-    playing = states.get("live", 0) + states.get("unembeddable", 0)
-    if checked:
-        share = f"{playing / checked:.0%} still on YouTube ({checked:,} of {status.videos:,} videos checked)"
+    if status.live_share is not None:
+        share = f"{status.live_share:.0%} still on YouTube ({status.checked:,} of {status.videos:,} videos checked)"
     else:
         share = "not checked yet — run `/index refresh`"
     embed.add_field(name="Live share", value=share, inline=False)

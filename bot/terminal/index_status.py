@@ -32,6 +32,9 @@ def run(args, settings) -> int:
     print(f"segments        {c.get('segments', 0):,}  ({c.get('audioset_segments', 0):,} AudioSet, "
           f"{c.get('library_segments', 0):,} library; {c.get('videos', 0):,} videos)")
     print(f"size on disk    {size(status.disk_bytes)}")
+    if status.live_share is not None:
+        print(f"live share      {status.live_share:.0%} still on YouTube ({status.checked:,} of {status.videos:,} "
+              f"videos checked)")
     print(f"embedder        {m.get('embedder')}  PCA sha256 {m.get('pca_sha256') or 'n/a'}")
     print(f"metric          {m.get('metric')}")
     ann = m.get("ann", {})

@@ -53,6 +53,17 @@ class IndexStatus:
         return self.manifest.get("counts", {})
 
     @property
+    def checked(self) -> int:
+        """How many of this build's videos have a liveness answer."""
+        return sum(self.live_states.values())
+
+    @property
+    def live_share(self) -> float | None:
+        """Of the checked videos, the share that still plays (None: none checked yet)."""
+        playing = self.live_states.get("live", 0) + self.live_states.get("unembeddable", 0)
+        return playing / self.checked if self.checked else None
+
+    @property
     def fallback(self) -> dict[str, str] | None:
         if not self.fallback_reason:
             return None
