@@ -117,7 +117,7 @@ class EchoVidsBot(commands.Bot):
         self.pca_params = pca_params
         self.sync_commands = sync_commands
         self.warm_up = warm_up
-        #: Extra keyword arguments for ``arefresh_index`` (e.g. concurrency / rate for a local fake).
+        #: The refresh child's politeness options (``rate_per_s``, ``concurrency``, ``timeout_s``; e.g. for a local fake).
         self.refresh_options: dict[str, Any] = dict(refresh_options or {})
         self.jobs: JobPool = JobPool(settings.workers, max_queued=max_queued, cooldown_s=cooldown_s)
         self.lag: LoopLagMonitor = LoopLagMonitor()
