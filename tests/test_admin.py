@@ -87,10 +87,10 @@ def test_embed_reports_a_missing_model_before_reading_the_audio(tmp_path: Path):
         Admin(Settings(data_dir=tmp_path)).embed(b"not audio at all")
 
 
-def test_build_if_missing_keeps_the_current_build_and_status_says_no_fallback(tiny_index: Path):
+def test_current_build_and_status_says_no_fallback(tiny_index: Path):
     admin = Admin(Settings(data_dir=tiny_index))
     status = admin.status()
-    kept = admin.build(if_missing=True)  # nothing is built: the current build opens cleanly
-    assert not kept.built and kept.path == status.path and kept.counts == status.counts
+    kept = admin.current()  # what `index build --if-missing` keeps
+    assert kept is not None and not kept.built and kept.path == status.path and kept.counts == status.counts
     assert status.fallback is None and status.to_json()["fallback"] is None
     assert admin.refresh_holder() is None  # no refresh runs on this data directory
