@@ -56,18 +56,8 @@ class ShutdownWatch(logging.Handler):
 
 
 def _children(pid: int) -> list[str]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        rest = stat[stat.rindex(")") + 2:].split()
-        if int(rest[1]) == pid:
-            out.append(f"{entry.name} {rest[0]} {stat[stat.index('(') + 1:stat.rindex(')')]}")
-    return out
+    from bot.refresh_process import proc_stats
+    return [f"{child} {fields[0]} {comm}" for child, comm, fields in proc_stats() if int(fields[1]) == pid]
 
 
 def _source_slice(work: Path, shards: int) -> Path:

@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -44,18 +44,21 @@ def group_members(pgid: int) -> list[int]:
         except (ProcessLookupError, PermissionError):
             return []
         return [pgid]
-    members = []
-    for entry in proc.iterdir():
+    return [pid for pid, _comm, fields_ in proc_stats()
+            if int(fields_[2]) == pgid and fields_[0] not in ("Z", "X")]
+
+
+def proc_stats() -> Iterator[tuple[int, str, list[str]]]:
+    """Every process's ``/proc/<pid>/stat`` as (pid, command name, the fields after it: state ppid
+    pgrp …); processes that vanish while being read are skipped."""
+    for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields_ = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
-        if int(fields_[2]) == pgid and fields_[0] not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
+        yield int(entry.name), stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
 
 
 class RefreshFailed(Exception):
