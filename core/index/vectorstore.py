@@ -148,10 +148,10 @@ def store_class(kind: str) -> type[VectorStore]:
 
 
 def open_store(build: Any, settings: Any | None = None) -> VectorStore:
-    """Open the store a build was written to (``scann`` for builds that predate the field)."""
+    """Open the store a build was written to (``IndexBuild.store_kind``: ``scann`` for builds that
+    predate the field)."""
     if settings is None:
         from core.config import load_settings
 
         settings = load_settings()
-    kind = (build.manifest.get("ann") or {}).get("store", "scann")
-    return store_class(kind).open(build, settings)
+    return store_class(build.store_kind).open(build, settings)
