@@ -219,6 +219,7 @@ class LabelBridge:
             # For the "share" rule: entries grouped by segment.
             by_seg = np.argsort(seg_of_entry, kind="stable")
             self._entry_seg, self._entry_lab = seg_of_entry[by_seg], labs[by_seg]
+            self._entry_ubiquitous = np.isin(self._entry_lab, self.ubiquitous)
             df = np.diff(self._lab_seg_ptr).astype(np.float64)
             if self.ontology is not None:
                 df = self._family_df(df)
@@ -361,7 +362,7 @@ class LabelBridge:
         p[labels] = np.clip(profile[labels], 0, 0.999)
         contrib = np.log1p(-p)[np.clip(self._entry_lab, 0, self.n_labels - 1)]
         any_ = 1 - np.exp(np.bincount(self._entry_seg, weights=contrib, minlength=self.n_segments))
-        strict_c = np.where(np.isin(self._entry_lab, self.ubiquitous), 0.0, contrib)
+        strict_c = np.where(self._entry_ubiquitous, 0.0, contrib)
         strict = 1 - np.exp(np.bincount(self._entry_seg, weights=strict_c, minlength=self.n_segments))
         return (0.4 * any_ + 0.6 * strict).astype(np.float32)
 
