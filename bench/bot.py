@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -77,12 +78,43 @@ def prepare(work: Path, index: Path | None) -> tuple[Path, Path, Path]:
     return data, ckpt, pca
 
 
-async def run(args: argparse.Namespace) -> dict:
+@contextlib.asynccontextmanager
+async def running_bot(data: Path, ckpt: Path, pca: Path, *, oembed_ms: float, workers: int,
+                      close_timeout: float, **bot_options):
+    """The real bot over ``data``, connected to a started fake Discord, with a fake oEmbed answering
+    after ``oembed_ms``: yields (bot, fake Discord, fake oEmbed, seconds from start to ready), and
+    closes the bot, then both fakes."""
     from bot.client import EchoVidsBot
     from core.config import load_settings
-    from core.liveness.cache import CACHE_FILENAME
     from tests.fakes.discord_server import FakeDiscord
     from tests.fakes.oembed_server import FakeOEmbed
+
+    fake = await FakeDiscord(heartbeat_interval_ms=1000).start()
+    oembed = FakeOEmbed(latency_s=oembed_ms / 1000)
+    oembed_url = await oembed.start()
+    settings = load_settings({
+        "DISCORD_TOKEN": "bench", "DISCORD_API_BASE": fake.api_base, "DISCORD_GATEWAY_URL": fake.gateway_url,
+        "ECHOVIDS_DATA_DIR": str(data), "VGGISH_CHECKPOINT": str(ckpt), "VGGISH_PCA_PARAMS": str(pca),
+        "YOUTUBE_OEMBED_URL": oembed_url, "ECHOVIDS_WORKERS": str(workers),
+    }, dotenv=False)
+    bot = EchoVidsBot(settings, cooldown_s=0.0, guild_ready_timeout=0.05, **bot_options)
+    t_start = time.monotonic()
+    task = asyncio.create_task(bot.start("bench"))
+    while not bot.is_ready():
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    try:
+        yield bot, fake, oembed, time.monotonic() - t_start
+    finally:
+        await bot.close()
+        await asyncio.wait_for(task, close_timeout)
+        await oembed.stop()
+        await fake.stop()
+
+
+async def run(args: argparse.Namespace) -> dict:
+    from core.liveness.cache import CACHE_FILENAME
     from tests.media import make_voice_note
 
     work = Path(args.work)
@@ -92,52 +124,37 @@ async def run(args: argparse.Namespace) -> dict:
              for i, k in enumerate(["speech", "noise", "tone", "speech", "noise"])]
 
     load_before = os.getloadavg()
-    fake = await FakeDiscord(heartbeat_interval_ms=1000).start()
-    oembed = FakeOEmbed(latency_s=args.oembed_ms / 1000)
-    oembed_url = await oembed.start()
-    settings = load_settings({
-        "DISCORD_TOKEN": "bench", "DISCORD_API_BASE": fake.api_base, "DISCORD_GATEWAY_URL": fake.gateway_url,
-        "ECHOVIDS_DATA_DIR": str(data), "VGGISH_CHECKPOINT": str(ckpt), "VGGISH_PCA_PARAMS": str(pca),
-        "YOUTUBE_OEMBED_URL": oembed_url, "ECHOVIDS_WORKERS": str(args.workers),
-    }, dotenv=False)
-    bot = EchoVidsBot(settings, cooldown_s=0.0, guild_ready_timeout=0.05)
-    t_start = time.monotonic()
-    task = asyncio.create_task(bot.start("bench"))
-    while not bot.is_ready():
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    startup_s = time.monotonic() - t_start
-    # Record the engine's own share (decode + embed + search, in the worker thread) per query, so
-    # the bot's overhead (download, queue, live checks, REST) can be told apart from it.
-    engine_times: list[float] = []
-    real_search = bot.engine.search
+    async with running_bot(data, ckpt, pca, oembed_ms=args.oembed_ms, workers=args.workers,
+                           close_timeout=30) as (bot, fake, _, startup_s):
+        # Record the engine's own share (decode + embed + search, in the worker thread) per query, so
+        # the bot's overhead (download, queue, live checks, REST) can be told apart from it.
+        engine_times: list[float] = []
+        real_search = bot.engine.search
 
-    def timed_search(query):
-        t = time.perf_counter()
-        try:
-            return real_search(query)
-        finally:
-            engine_times.append(time.perf_counter() - t)
+        def timed_search(query):
+            t = time.perf_counter()
+            try:
+                return real_search(query)
+            finally:
+                engine_times.append(time.perf_counter() - t)
 
-    bot.engine.search = timed_search
-    cache_path = data / CACHE_FILENAME
+        bot.engine.search = timed_search
+        cache_path = data / CACHE_FILENAME
 
-    def clear_cache() -> None:
-        if cache_path.exists():
-            with sqlite3.connect(cache_path) as db:
-                db.execute("DELETE FROM checks")
+        def clear_cache() -> None:
+            if cache_path.exists():
+                with sqlite3.connect(cache_path) as db:
+                    db.execute("DELETE FROM checks")
 
-    async def one(user, note: Path, after: int) -> tuple[float, int]:
-        att = fake.add_attachment(note, voice=True, duration_secs=10.0)
-        t0 = time.monotonic()
-        await fake.send_message(user, guild=False, attachments=[att], voice=True)
-        dm = f"/channels/{fake.dm_channel_id(user)}/messages"
-        rec = await fake.wait_for(lambda r: r.method == "POST" and r.path == dm and r.status == 200,
-                                  timeout=300, after=after)
-        return rec.at - t0, len(rec.embeds[0]["description"]) if rec.embeds else 0
+        async def one(user, note: Path, after: int) -> tuple[float, int]:
+            att = fake.add_attachment(note, voice=True, duration_secs=10.0)
+            t0 = time.monotonic()
+            await fake.send_message(user, guild=False, attachments=[att], voice=True)
+            dm = f"/channels/{fake.dm_channel_id(user)}/messages"
+            rec = await fake.wait_for(lambda r: r.method == "POST" and r.path == dm and r.status == 200,
+                                      timeout=300, after=after)
+            return rec.at - t0, len(rec.embeds[0]["description"]) if rec.embeds else 0
 
-    try:
         user = fake.add_member("bench")
         for i in range(3):  # warm-up: first TF traces, numba, page cache
             clear_cache()
@@ -172,9 +189,9 @@ async def run(args: argparse.Namespace) -> dict:
             "bench": "bot",
             "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                         "loadavg_after": [round(x, 2) for x in load_after]},
-            "setup": {"index_vectors": bot.engine.index_size, "workers": settings.workers,
+            "setup": {"index_vectors": bot.engine.index_size, "workers": bot.settings.workers,
                       "voice_note_s": 10.0, "oembed_latency_ms": args.oembed_ms,
-                      "vggish": "configured checkpoint" if ckpt == settings.vggish_checkpoint() and
+                      "vggish": "configured checkpoint" if ckpt == bot.settings.vggish_checkpoint() and
                       not str(ckpt).startswith(str(work)) else "random weights, official layout (same speed)",
                       "startup_to_ready_s": round(startup_s, 2)},
             "warm_message_to_reply": {**_ms(warm), "live_checks": "uncached, answered by fake oEmbed"},
@@ -189,11 +206,6 @@ async def run(args: argparse.Namespace) -> dict:
             },
             "targets": {"warm_p50_ms": 600, "loop_lag_p99_ms": 50},
         }
-    finally:
-        await bot.close()
-        await asyncio.wait_for(task, 30)
-        await oembed.stop()
-        await fake.stop()
 
 
 def main() -> None:

@@ -75,14 +75,12 @@ def _source_slice(work: Path, shards: int) -> Path:
 
 
 async def run(args: argparse.Namespace) -> dict:
-    from bench.bot import prepare
-    from bot.client import EchoVidsBot
+    from bench.bot import prepare, running_bot
     from bot.refresh_process import group_members
-    from core.config import load_settings
     from core.index.store import open_current, read_pointer
     from core.liveness.cache import CACHE_FILENAME
-    from tests.fakes.discord_server import MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord
-    from tests.fakes.oembed_server import GONE, FakeOEmbed
+    from tests.fakes.discord_server import MANAGE_GUILD, MEMBER_PERMISSIONS
+    from tests.fakes.oembed_server import GONE
     from tests.media import make_voice_note
 
     work = Path(args.work)
@@ -99,163 +97,146 @@ async def run(args: argparse.Namespace) -> dict:
     watch = ShutdownWatch()
     logging.getLogger().addHandler(watch)
     load_before = os.getloadavg()
-    fake = await FakeDiscord(heartbeat_interval_ms=1000).start()
-    oembed = FakeOEmbed(latency_s=args.oembed_ms / 1000)
-    oembed_url = await oembed.start()
-    settings = load_settings({
-        "DISCORD_TOKEN": "bench", "DISCORD_API_BASE": fake.api_base, "DISCORD_GATEWAY_URL": fake.gateway_url,
-        "ECHOVIDS_DATA_DIR": str(data), "VGGISH_CHECKPOINT": str(ckpt), "VGGISH_PCA_PARAMS": str(pca),
-        "YOUTUBE_OEMBED_URL": oembed_url, "ECHOVIDS_WORKERS": "2",
-    }, dotenv=False)
-    bot = EchoVidsBot(settings, cooldown_s=0.0, guild_ready_timeout=0.05,
-                      refresh_options={"rate_per_s": None, "concurrency": 32})
-    task = asyncio.create_task(bot.start("bench"))
-    while not bot.is_ready():
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    cog = bot.get_cog("Moderation")
-    cog.edit_interval_s = 1.0
-    # Timestamped lag (the bot's monitor keeps values only) and the build-switch windows.
-    stamped: list[tuple[float, float]] = []
-    switches: list[tuple[float, float]] = []
-    real_switch = cog._switch_build
+    async with running_bot(data, ckpt, pca, oembed_ms=args.oembed_ms, workers=2, close_timeout=60,
+                           refresh_options={"rate_per_s": None, "concurrency": 32}) as (bot, fake, oembed, _):
+        cog = bot.get_cog("Moderation")
+        cog.edit_interval_s = 1.0
+        # Timestamped lag (the bot's monitor keeps values only) and the build-switch windows.
+        stamped: list[tuple[float, float]] = []
+        switches: list[tuple[float, float]] = []
+        real_switch = cog._switch_build
 
-    async def timed_switch() -> str:
-        t = time.monotonic()
+        async def timed_switch() -> str:
+            t = time.monotonic()
+            try:
+                return await real_switch()
+            finally:
+                switches.append((t, time.monotonic()))
+
+        cog._switch_build = timed_switch
+
+        async def stamp_lag() -> None:
+            loop = asyncio.get_running_loop()
+            while True:
+                before = loop.time()
+                await asyncio.sleep(0.02)
+                stamped.append((time.monotonic(), max(0.0, loop.time() - before - 0.02)))
+
+        lag_task = asyncio.create_task(stamp_lag())
+        moderator = fake.add_member("soak-mod", permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
+        sent = answered = 0
+        stop_traffic = asyncio.Event()
+
+        async def traffic() -> None:
+            nonlocal sent, answered
+            i = 0
+            while not stop_traffic.is_set():
+                i += 1
+                user = fake.add_member(f"soak{i}")
+                att = fake.add_attachment(note, voice=True, duration_secs=5.0)
+                after = len(fake.requests)
+                await fake.send_message(user, guild=False, attachments=[att], voice=True)
+                sent += 1
+                dm = f"/channels/{fake.dm_channel_id(user)}/messages"
+                try:
+                    await fake.wait_for(lambda r: r.method == "POST" and r.path == dm and r.status == 200,
+                                        timeout=120, after=after)
+                    answered += 1
+                except asyncio.TimeoutError:
+                    pass
+                try:
+                    await asyncio.wait_for(stop_traffic.wait(), args.note_every)
+                except asyncio.TimeoutError:
+                    pass
+
+        runs: list[dict] = []
+        all_lag: list[float] = []
+        windows: list[tuple[float, float]] = []
+        start_build = await asyncio.to_thread(open_current, data)
+        ids, start_vectors = sorted(start_build.video_ids()), start_build.size
+        per_round = max(1, min(20, len(ids) // (4 * args.refreshes)))
+        traffic_task = asyncio.create_task(traffic())
         try:
-            return await real_switch()
+            # Baseline: the same voice-note traffic with no refresh, for the same lag figures.
+            await asyncio.sleep(args.baseline_s)
+            baseline = [x for _, x in stamped]
+            stamped.clear()
+            for n in range(args.refreshes):
+                for vid in ids[n * per_round:(n + 1) * per_round]:
+                    oembed.script(vid, GONE)
+                cache = data / CACHE_FILENAME
+                if cache.exists():
+                    with sqlite3.connect(cache) as db:
+                        db.execute("UPDATE checks SET expires_at = 0")
+                before_pointer = read_pointer(data)
+                bot.lag.reset()
+                t0 = time.monotonic()
+                payload = await fake.slash(moderator, "index", [{"name": "refresh", "type": 1, "options": []}])
+                end = await fake.wait_for(lambda r: r.method == "PATCH" and payload["token"] in r.path
+                                          and ("✅" in r.content or "❌" in r.content), timeout=args.timeout)
+                took = time.monotonic() - t0
+                windows.append((t0, time.monotonic()))
+                lag = list(bot.lag.samples)
+                all_lag += lag
+                child = cog.refresh_process
+                left = group_members(child.pid) if child is not None and child.pid else []
+                # off the loop: opening a build verifies it (the bot itself never does this on its loop)
+                serving = await asyncio.to_thread(lambda: bot.engine.build.build_id)
+                runs.append({
+                    "ok": "✅" in end.content, "seconds": round(took, 1),
+                    "switched": read_pointer(data) != before_pointer and serving == read_pointer(data),
+                    "loop_lag_max_ms": round(max(lag, default=0) * 1000, 1),
+                    "child_exit": child.proc.returncode if child is not None and child.proc else None,
+                    "left_in_child_group": len(left),
+                    "message": end.content.splitlines()[0][:160],
+                })
+                print(json.dumps({"refresh": n + 1, **runs[-1]}), file=sys.stderr)
+            stop_traffic.set()
+            await asyncio.wait_for(traffic_task, 180)
+            leftover = [c for c in _children(os.getpid())]
+            lag_ms = sorted(x * 1000 for x in all_lag)
+
+            def inside(t: float, x: float, spans: list[tuple[float, float]]) -> bool:
+                # a sample stamped at t measured the interval [t - 20 ms - lag, t]: does it overlap a span?
+                return any(a <= t and t - 0.02 - x <= b for a, b in spans)
+
+            in_refresh = [(t, x) for t, x in stamped if inside(t, x, windows)]
+            at_switch = [x for t, x in in_refresh if inside(t, x, switches)]
+            elsewhere = [x for t, x in in_refresh if not inside(t, x, switches)]
+            return {
+                "bench": "refresh_soak",
+                "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
+                            "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
+                "setup": {"index_vectors_at_start": start_vectors, "videos": len(ids),
+                          "shards": args.shards or "all bal_train", "gone_per_refresh": per_round,
+                          "note_every_s": args.note_every, "oembed_latency_ms": args.oembed_ms},
+                "refreshes": {"runs": len(runs), "ok": sum(r["ok"] for r in runs),
+                              "switched_build": sum(r["switched"] for r in runs),
+                              "seconds_p50": round(statistics.median(r["seconds"] for r in runs), 1),
+                              "seconds_max": max(r["seconds"] for r in runs)},
+                "event_loop_lag_during_refresh": {
+                    "samples": len(lag_ms), "p50_ms": round(statistics.median(lag_ms), 1) if lag_ms else None,
+                    "p99_ms": round(lag_ms[min(len(lag_ms) - 1, int(0.99 * len(lag_ms)))], 1) if lag_ms else None,
+                    "max_ms": round(lag_ms[-1], 1) if lag_ms else None, "target_max_ms": 100,
+                    "max_ms_while_switching_build": round(max(at_switch, default=0) * 1000, 1),
+                    "max_ms_rest_of_refresh": round(max(elsewhere, default=0) * 1000, 1),
+                    "switch_seconds_max": round(max((b - a for a, b in switches), default=0), 2)},
+                "event_loop_lag_baseline_no_refresh": {
+                    "seconds": args.baseline_s, "samples": len(baseline),
+                    "p99_ms": round(sorted(baseline)[min(len(baseline) - 1, int(0.99 * len(baseline)))] * 1000, 1)
+                    if baseline else None,
+                    "max_ms": round(max(baseline, default=0) * 1000, 1)},
+                "voice_notes": {"sent": sent, "answered": answered},
+                "self_inflicted_shutdowns": {"bot_closed": bot.is_closed(), "log_lines": watch.hits},
+                "processes_left_behind": {"in_refresh_groups": sum(r["left_in_child_group"] for r in runs),
+                                          "bot_children_at_end": leftover},
+                "per_refresh": runs,
+            }
         finally:
-            switches.append((t, time.monotonic()))
-
-    cog._switch_build = timed_switch
-
-    async def stamp_lag() -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            before = loop.time()
-            await asyncio.sleep(0.02)
-            stamped.append((time.monotonic(), max(0.0, loop.time() - before - 0.02)))
-
-    lag_task = asyncio.create_task(stamp_lag())
-    moderator = fake.add_member("soak-mod", permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
-    sent = answered = 0
-    stop_traffic = asyncio.Event()
-
-    async def traffic() -> None:
-        nonlocal sent, answered
-        i = 0
-        while not stop_traffic.is_set():
-            i += 1
-            user = fake.add_member(f"soak{i}")
-            att = fake.add_attachment(note, voice=True, duration_secs=5.0)
-            after = len(fake.requests)
-            await fake.send_message(user, guild=False, attachments=[att], voice=True)
-            sent += 1
-            dm = f"/channels/{fake.dm_channel_id(user)}/messages"
-            try:
-                await fake.wait_for(lambda r: r.method == "POST" and r.path == dm and r.status == 200,
-                                    timeout=120, after=after)
-                answered += 1
-            except asyncio.TimeoutError:
-                pass
-            try:
-                await asyncio.wait_for(stop_traffic.wait(), args.note_every)
-            except asyncio.TimeoutError:
-                pass
-
-    runs: list[dict] = []
-    all_lag: list[float] = []
-    windows: list[tuple[float, float]] = []
-    start_build = await asyncio.to_thread(open_current, data)
-    ids, start_vectors = sorted(start_build.video_ids()), start_build.size
-    per_round = max(1, min(20, len(ids) // (4 * args.refreshes)))
-    traffic_task = asyncio.create_task(traffic())
-    try:
-        # Baseline: the same voice-note traffic with no refresh, for the same lag figures.
-        await asyncio.sleep(args.baseline_s)
-        baseline = [x for _, x in stamped]
-        stamped.clear()
-        for n in range(args.refreshes):
-            for vid in ids[n * per_round:(n + 1) * per_round]:
-                oembed.script(vid, GONE)
-            cache = data / CACHE_FILENAME
-            if cache.exists():
-                with sqlite3.connect(cache) as db:
-                    db.execute("UPDATE checks SET expires_at = 0")
-            before_pointer = read_pointer(data)
-            bot.lag.reset()
-            t0 = time.monotonic()
-            payload = await fake.slash(moderator, "index", [{"name": "refresh", "type": 1, "options": []}])
-            end = await fake.wait_for(lambda r: r.method == "PATCH" and payload["token"] in r.path
-                                      and ("✅" in r.content or "❌" in r.content), timeout=args.timeout)
-            took = time.monotonic() - t0
-            windows.append((t0, time.monotonic()))
-            lag = list(bot.lag.samples)
-            all_lag += lag
-            child = cog.refresh_process
-            left = group_members(child.pid) if child is not None and child.pid else []
-            # off the loop: opening a build verifies it (the bot itself never does this on its loop)
-            serving = await asyncio.to_thread(lambda: bot.engine.build.build_id)
-            runs.append({
-                "ok": "✅" in end.content, "seconds": round(took, 1),
-                "switched": read_pointer(data) != before_pointer and serving == read_pointer(data),
-                "loop_lag_max_ms": round(max(lag, default=0) * 1000, 1),
-                "child_exit": child.proc.returncode if child is not None and child.proc else None,
-                "left_in_child_group": len(left),
-                "message": end.content.splitlines()[0][:160],
-            })
-            print(json.dumps({"refresh": n + 1, **runs[-1]}), file=sys.stderr)
-        stop_traffic.set()
-        await asyncio.wait_for(traffic_task, 180)
-        leftover = [c for c in _children(os.getpid())]
-        lag_ms = sorted(x * 1000 for x in all_lag)
-
-        def inside(t: float, x: float, spans: list[tuple[float, float]]) -> bool:
-            # a sample stamped at t measured the interval [t - 20 ms - lag, t]: does it overlap a span?
-            return any(a <= t and t - 0.02 - x <= b for a, b in spans)
-
-        in_refresh = [(t, x) for t, x in stamped if inside(t, x, windows)]
-        at_switch = [x for t, x in in_refresh if inside(t, x, switches)]
-        elsewhere = [x for t, x in in_refresh if not inside(t, x, switches)]
-        return {
-            "bench": "refresh_soak",
-            "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
-                        "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
-            "setup": {"index_vectors_at_start": start_vectors, "videos": len(ids),
-                      "shards": args.shards or "all bal_train", "gone_per_refresh": per_round,
-                      "note_every_s": args.note_every, "oembed_latency_ms": args.oembed_ms},
-            "refreshes": {"runs": len(runs), "ok": sum(r["ok"] for r in runs),
-                          "switched_build": sum(r["switched"] for r in runs),
-                          "seconds_p50": round(statistics.median(r["seconds"] for r in runs), 1),
-                          "seconds_max": max(r["seconds"] for r in runs)},
-            "event_loop_lag_during_refresh": {
-                "samples": len(lag_ms), "p50_ms": round(statistics.median(lag_ms), 1) if lag_ms else None,
-                "p99_ms": round(lag_ms[min(len(lag_ms) - 1, int(0.99 * len(lag_ms)))], 1) if lag_ms else None,
-                "max_ms": round(lag_ms[-1], 1) if lag_ms else None, "target_max_ms": 100,
-                "max_ms_while_switching_build": round(max(at_switch, default=0) * 1000, 1),
-                "max_ms_rest_of_refresh": round(max(elsewhere, default=0) * 1000, 1),
-                "switch_seconds_max": round(max((b - a for a, b in switches), default=0), 2)},
-            "event_loop_lag_baseline_no_refresh": {
-                "seconds": args.baseline_s, "samples": len(baseline),
-                "p99_ms": round(sorted(baseline)[min(len(baseline) - 1, int(0.99 * len(baseline)))] * 1000, 1)
-                if baseline else None,
-                "max_ms": round(max(baseline, default=0) * 1000, 1)},
-            "voice_notes": {"sent": sent, "answered": answered},
-            "self_inflicted_shutdowns": {"bot_closed": bot.is_closed(), "log_lines": watch.hits},
-            "processes_left_behind": {"in_refresh_groups": sum(r["left_in_child_group"] for r in runs),
-                                      "bot_children_at_end": leftover},
-            "per_refresh": runs,
-        }
-    finally:
-        lag_task.cancel()
-        stop_traffic.set()
-        traffic_task.cancel()
-        await asyncio.gather(traffic_task, return_exceptions=True)
-        await bot.close()
-        await asyncio.wait_for(task, 60)
-        await oembed.stop()
-        await fake.stop()
+            lag_task.cancel()
+            stop_traffic.set()
+            traffic_task.cancel()
+            await asyncio.gather(traffic_task, return_exceptions=True)
 
 
 def main() -> None:
