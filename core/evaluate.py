@@ -81,11 +81,12 @@ def evaluate(settings, audioset_dirs, *, seed: int = 0, holdout: float = 0.1, ma
         s = settings.with_overrides(data_dir=ddir)
         say(f"building the index of {len(train_idx):,} clips (holding out {len(query_idx):,})")
         t_build = time.time()
-        build_index(s, audioset_dirs=audioset_dirs, exclude_video_ids=held_ids)
+        path = build_index(s, audioset_dirs=audioset_dirs, exclude_video_ids=held_ids)
         build_s = time.time() - t_build
         # The ranker over the build just made, as the engine would hold it: the quality measured is
-        # the ranking's, before the engine's per-video dedup and liveness filter.
-        build = store.open_current(ddir)
+        # the ranking's, before the engine's per-video dedup and liveness filter. build_index
+        # verified the build when it committed it, so it is opened directly, not verified again.
+        build = store.IndexBuild(path)
         ranker = Ranker(build)
         names = build.label_names
         ignore = set(ubiquitous_ids(names))
