@@ -24,7 +24,7 @@ from bot.client import EchoVidsBot
 from core.config import load_settings
 from core.index.lock import refresh_lock
 from core.index.store import open_current, read_pointer
-from tests.fakes.discord_server import EPHEMERAL_FLAG, MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord, Recorded
+from tests.fakes.discord_server import EPHEMERAL_FLAG, MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord, Recorded, wait_ready
 from tests.fakes.oembed_server import GONE, FakeOEmbed
 from tests.media import make_voice_note
 
@@ -67,12 +67,7 @@ async def env(small_index_dir, vggish_checkpoint, pca_params_path, audioset_meta
     bot = EchoVidsBot(settings, cooldown_s=0.0, guild_ready_timeout=0.05,
                       refresh_options={"rate_per_s": None, "concurrency": 4, "timeout_s": 3600})
     task = asyncio.create_task(bot.start(settings.discord_token))
-    deadline = time.monotonic() + 240
-    while not bot.is_ready():
-        if task.done():
-            task.result()
-        assert time.monotonic() < deadline, "bot did not become ready"
-        await asyncio.sleep(0.05)
+    await wait_ready(bot, task)
     bot.get_cog("Moderation").edit_interval_s = 0.1
     yield Env(fake, oembed, bot, data_dir, note)
     await bot.close()

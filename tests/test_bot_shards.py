@@ -4,7 +4,6 @@ identifies on exactly the given gateway shards (real discord.py client against t
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from discord.ext import commands
@@ -12,7 +11,7 @@ from discord.ext import commands
 from bot.client import EchoVidsBot, create_bot
 from core.config import load_settings
 from core.errors import ConfigError
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord_server import FakeDiscord, wait_ready
 
 
 def test_shard_settings_are_checked():
@@ -42,12 +41,7 @@ async def test_bot_serves_only_its_gateway_shards(small_index_dir):
     assert isinstance(bot, commands.AutoShardedBot) and isinstance(bot, EchoVidsBot)
     task = asyncio.create_task(bot.start("token"))
     try:
-        deadline = time.monotonic() + 180  # a hang guard while TF and the index load, not a speed check
-        while not bot.is_ready():
-            if task.done():
-                task.result()
-            assert time.monotonic() < deadline, "bot did not become ready"
-            await asyncio.sleep(0.05)
+        await wait_ready(bot, task, timeout=180)  # a hang guard while TF and the index load, not a speed check
         assert fake.identify.get("shard") == [2, 3], fake.identify
         assert list(bot.shards) == [2] and bot.shard_count == 3
     finally:
