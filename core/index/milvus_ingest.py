@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from core.index.builder import BuildError, build_index
+from core.index.store import new_build_id
 from core.index.tfrecord import AudioSetRecord, ShardError, list_shards, read_shard
 from core.index.vectorstore_milvus import collection_name, connect, create_collection, insert_rows, milvus_errors
 from core.progress import ProgressCallback, ProgressEvent, no_progress
@@ -78,7 +79,7 @@ def open_pending(settings, audioset_dirs: Iterable[str | Path]) -> Pending:
         inputs = [str(p) for p in list_shards([Path(d) for d in dirs])]
         if not inputs:
             raise BuildError(f"no .tfrecord files under {', '.join(dirs)}")
-        build_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+        build_id = new_build_id()
         state = {"build_id": build_id, "collection": collection_name(settings, "s" + build_id),
                  "sources": dirs, "inputs": inputs, "created": time.time()}
         tmp = root / f".state.{uuid.uuid4().hex[:6]}"

@@ -143,12 +143,17 @@ def remove_stale_temporaries(data_dir: Path) -> list[Path]:
     return removed
 
 
+def new_build_id() -> str:
+    """A fresh build id: UTC time then a random suffix, so names sort oldest to newest."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
 def new_build_dir(data_dir: Path) -> tuple[Path, str]:
     """A fresh temporary build folder (locked by this process) and the id it will be renamed to."""
     builds = Path(data_dir) / BUILDS
     builds.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(data_dir)
-    build_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    build_id = new_build_id()
     tmp = builds / f".tmp-{build_id}"
     tmp.mkdir()
     fd = os.open(tmp / BUILDING_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
