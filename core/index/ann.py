@@ -69,19 +69,24 @@ def choose_config(n: int) -> dict:
 TARGET_RECALL = 0.97
 
 
+def noisy_queries(vectors_u8: np.ndarray, n: int, seed: int, sigmas: tuple[float, ...]) -> np.ndarray:
+    """Up to ``n`` indexed seconds (uint8) with Gaussian noise added in dequantized units, the
+    ``sigmas`` taken in turn: the recall-tuning queries of every vector store."""
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(len(vectors_u8), min(n, len(vectors_u8)), replace=False))
+    x = dequantize(vectors_u8[picks])
+    sigma = np.array(sigmas)[np.arange(len(x)) % len(sigmas)][:, None]
+    x = np.clip(x + rng.normal(0, 1, x.shape).astype(np.float32) * sigma, -2, 2)
+    return np.floor((x + 2) * (255 / 4)).astype(np.uint8)
+
+
 def tune_shard(searcher, vectors_u8: np.ndarray, config: dict, *, queries: int = 120, seed: int = 0) -> dict:
     """Pick the cheapest (leaves_to_search, reorder) whose recall@10 against exact search is ≥ 0.97.
 
     Queries are indexed seconds with Gaussian noise (half σ=0.25, half σ=0.6 in dequantized units),
     so they sit between near-duplicates and genuinely new sounds.
     """
-    rng = np.random.default_rng(seed)
-    n = len(vectors_u8)
-    picks = np.sort(rng.choice(n, min(queries, n), replace=False))
-    x = dequantize(vectors_u8[picks])
-    sigma = np.where(np.arange(len(x)) % 2 == 0, 0.25, 0.6)[:, None]
-    x = np.clip(x + rng.normal(0, 1, x.shape).astype(np.float32) * sigma, -2, 2)
-    q = np.floor((x + 2) * (255 / 4)).astype(np.uint8)
+    q = noisy_queries(vectors_u8, queries, seed, (0.25, 0.6))
     exact, _ = exact_search(vectors_u8, q, 10)
     qf = dequantize(q)
     leaves = config["num_leaves"]
