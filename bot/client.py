@@ -67,9 +67,7 @@ def log_failure(err: BaseException, what: str = "search") -> None:
     """The one logging policy for a failed request: an expected refusal (:class:`EchoVidsError`)
     is INFO, Discord refusing a reply is WARNING, anything else is a bug and logged with its
     traceback."""
-    if isinstance(err, EchoVidsError):
-        log.info("%s refused: %s", what, err)
-    elif isinstance(err, app_commands.CheckFailure):
+    if isinstance(err, (EchoVidsError, app_commands.CheckFailure)):
         log.info("%s refused: %s", what, err)
     elif isinstance(err, discord.HTTPException):
         log.warning("%s: Discord refused a reply: %s", what, err)
