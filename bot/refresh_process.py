@@ -141,7 +141,6 @@ class RefreshProcess:
         self.options = dict(options or {})
         self.on_progress = on_progress
         self.proc: asyncio.subprocess.Process | None = None
-        self.started = asyncio.Event()
 
     @property
     def pid(self) -> int | None:
@@ -153,7 +152,6 @@ class RefreshProcess:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # its own process group: killpg reaches its pool workers
             limit=1 << 20)
-        self.started.set()
         log.info("index refresh started as pid %d", self.proc.pid)
         stderr_lines: list[str] = []
         report: dict | None = None
