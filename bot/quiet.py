@@ -62,8 +62,7 @@ class Diverted:
     """The two streams after :func:`divert_stderr`."""
 
     terminal: TextIO            # a duplicate of the original stderr: Echo-Vids' lines
-    debug: TextIO               # fd 2 (the debug log): everything else
-    debug_path: Path | None     # None when fd 2 goes to /dev/null
+    debug: TextIO               # fd 2 (the debug log, or /dev/null): everything else
 
 
 _STATE: Diverted | None = None
@@ -75,21 +74,17 @@ def quiet_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
         environ.setdefault(name, value)
 
 
-def diverted() -> Diverted | None:
-    return _STATE
-
-
-def _open_debug_log(data_dir: Path | None) -> tuple[int, Path | None]:
+def _open_debug_log(data_dir: Path | None) -> int:
     if data_dir is not None and Path(data_dir).is_dir():
         path = Path(data_dir) / DEBUG_LOG
         try:
             path.parent.mkdir(exist_ok=True)
             if path.exists() and path.stat().st_size > MAX_DEBUG_LOG_BYTES:
                 path.replace(path.with_name(path.name + ".1"))
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), path
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError:
             pass
-    return os.open(os.devnull, os.O_WRONLY), None
+    return os.open(os.devnull, os.O_WRONLY)
 
 
 def divert_stderr(data_dir: Path | None, what: str = "echovids") -> Diverted | None:
@@ -103,7 +98,7 @@ def divert_stderr(data_dir: Path | None, what: str = "echovids") -> Diverted | N
         terminal_fd = os.dup(2)
     except (OSError, ValueError, AttributeError):
         return None
-    debug_fd, debug_path = _open_debug_log(data_dir)
+    debug_fd = _open_debug_log(data_dir)
     os.dup2(debug_fd, 2)
     os.close(debug_fd)
     terminal = open(terminal_fd, "w", encoding=getattr(sys.stderr, "encoding", None) or "utf-8",  # noqa: SIM115
@@ -117,7 +112,7 @@ def divert_stderr(data_dir: Path | None, what: str = "echovids") -> Diverted | N
         debug.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     warnings.showwarning = show_warning
-    _STATE = Diverted(terminal, debug, debug_path)
+    _STATE = Diverted(terminal, debug)
     route_logging()
     return _STATE
 
