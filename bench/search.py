@@ -111,6 +111,7 @@ def real_part(settings, bal_train: Path, unbal: Path, work: Path) -> dict:
         "build_seconds_scann": m["ann"].get("build_seconds"),
         "build_stage_seconds": m.get("stage_seconds"),
         "build_loadavg": m.get("loadavg"),
+        "ann_shards": len(m["ann"]["shards"]),
         "ann_config": {k: v for k, v in m["ann"]["shards"][0].items() if k not in ("dir",)},
         "recall_at_10_vs_exact": round(recall_at_k(approx, exact, 10), 4),
         "recall_queries": len(q),
@@ -230,6 +231,7 @@ def compare_stores(settings, vectors: np.ndarray, queries: np.ndarray, notes: li
                     "recall_at_10_vs_exact": round(recall_at_k(approx, exact, 10), 4),
                     "note_10s_k10": _note_latency(ann.search, notes, 10),
                     "note_10s_k60": _note_latency(ann.search, notes, 60),
+                    "shards": len(ann_manifest["shards"]),
                     "config": {k: v for k, v in ann_manifest["shards"][0].items() if k not in ("dir", "offset")}}
     del ann
     shutil.rmtree(sdir, ignore_errors=True)
