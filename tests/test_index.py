@@ -157,8 +157,10 @@ def test_shard_count_bounds_the_swap_and_the_memory():
 
     assert shard_count(SWAP_SHARD_ROWS) == 1
     assert shard_count(220_270) == 4                       # bal_train: four quick loads, not one slow one
-    assert shard_count(20_800_000) == MAX_SWAP_SHARDS      # more would cost every query a searcher call
-    assert shard_count(20_800_000, shard_rows=1_000_000) == 21  # memory still wins
+    assert shard_count(MAX_SWAP_SHARDS * SWAP_SHARD_ROWS) == MAX_SWAP_SHARDS
+    # beyond that the swap bound cannot be kept: only memory splits (20.8 M: 5 shards of 4.16 M)
+    assert shard_count(20_800_000) == 5
+    assert shard_count(20_800_000, shard_rows=1_000_000) == 21
 
 
 def test_int8_reranked_shards_keep_no_float_copy_and_stay_exact_enough(bal_train_dir: Path, tmp_path: Path):

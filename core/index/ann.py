@@ -28,8 +28,9 @@ BRUTE_FORCE_BELOW = 30_000
 #: (int8 re-ranking, 2-core AVX2: ~0.3 µs a row warm, 66 ms for all of bal_train in one piece,
 #: 12–20 ms a piece in four). Rows are therefore split into shards of about this many ...
 SWAP_SHARD_ROWS = 64_000
-#: ... but into no more than this many for that reason, because every shard adds one searcher call
-#: to each query (bal_train, 10 query seconds at k=60: 2.1 ms in one shard, 3.1 ms in four).
+#: ... as long as that takes no more than this many, because every shard adds one searcher call to
+#: each query (bal_train, 10 query seconds at k=60: 2.1 ms in one shard, 3.1 ms in four). Beyond
+#: that (over ~1 M rows) the bound cannot be kept anyway, so only memory decides the shards.
 MAX_SWAP_SHARDS = 16
 
 
@@ -167,10 +168,10 @@ def _drop_unlisted_assets(out_dir: Path) -> None:
 
 def shard_count(n: int, shard_rows: int = DEFAULT_SHARD_ROWS) -> int:
     """Shards for n rows: enough to fit memory (``shard_rows``), and for a short swap (see
-    ``SWAP_SHARD_ROWS``) as long as that takes at most ``MAX_SWAP_SHARDS``."""
+    ``SWAP_SHARD_ROWS``) when that takes at most ``MAX_SWAP_SHARDS``."""
     for_memory = math.ceil(n / shard_rows)
-    for_swap = min(MAX_SWAP_SHARDS, math.ceil(n / SWAP_SHARD_ROWS))
-    return max(1, for_memory, for_swap)
+    for_swap = math.ceil(n / SWAP_SHARD_ROWS)
+    return max(1, for_memory, for_swap if for_swap <= MAX_SWAP_SHARDS else 1)
 
 
 def build_ann(vectors_u8: np.ndarray, out_dir: Path, *, shard_rows: int = DEFAULT_SHARD_ROWS,
