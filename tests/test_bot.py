@@ -137,6 +137,13 @@ async def test_commands_synced_and_no_privileged_intent(env: Env):
     assert int(env.fake.identify["intents"]) & (1 << 15) == 0  # message content not requested
 
 
+async def test_heap_loaded_at_start_is_kept_out_of_full_collections(env: Env):
+    """Full collections over TensorFlow's and discord.py's objects stalled the loop for ~0.3 s."""
+    import gc
+
+    assert gc.get_freeze_count() > 50_000
+
+
 async def test_dm_voice_note_gets_embed_of_timestamped_links(env: Env):
     user = env.user()
     att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
