@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import logging
 import os
@@ -74,6 +75,33 @@ def _source_slice(work: Path, shards: int) -> Path:
     return src
 
 
+def _cpu_times() -> list[int]:
+    """The machine's CPU time counters (``/proc/stat``'s first line), or [] off Linux."""
+    try:
+        return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return []
+
+
+def _steal_share(before: list[int], after: list[int]) -> float | None:
+    """Share of CPU time the hypervisor gave to other guests (``steal``) over the run: a virtual
+    machine's vCPUs can be descheduled for tens of milliseconds, and no code in here can help it."""
+    if len(before) < 8 or len(after) < 8:
+        return None
+    delta = [a - b for a, b in zip(after, before)]
+    return round(delta[7] / max(1, sum(delta[:8])), 3)
+
+
+async def dump_stalls(path: Path, limit_s: float = 0.1) -> None:
+    """Where a stall happens: faulthandler's watchdog is a C thread that needs no GIL, so when the
+    loop fails to re-arm it within ``limit_s`` it writes every thread's Python stack *during* the
+    stall — the thread holding the GIL (or the loop's own long callback) among them."""
+    with path.open("a") as fh:
+        while True:
+            faulthandler.dump_traceback_later(limit_s, file=fh)
+            await asyncio.sleep(0.02)
+
+
 async def run(args: argparse.Namespace) -> dict:
     from bench.bot import prepare, running_bot
     from bot.refresh_process import group_members
@@ -97,6 +125,7 @@ async def run(args: argparse.Namespace) -> dict:
     watch = ShutdownWatch()
     logging.getLogger().addHandler(watch)
     load_before = os.getloadavg()
+    cpu_before = _cpu_times()
     async with running_bot(data, ckpt, pca, oembed_ms=args.oembed_ms, workers=2, close_timeout=60,
                            refresh_options={"rate_per_s": None, "concurrency": 32}) as (bot, fake, oembed, _):
         cog = bot.get_cog("Moderation")
@@ -123,6 +152,7 @@ async def run(args: argparse.Namespace) -> dict:
                 stamped.append((time.monotonic(), max(0.0, loop.time() - before - 0.02)))
 
         lag_task = asyncio.create_task(stamp_lag())
+        stall_task = asyncio.create_task(dump_stalls(Path(args.stall_dump))) if args.stall_dump else None
         moderator = fake.add_member("soak-mod", permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
         sent = answered = 0
         stop_traffic = asyncio.Event()
@@ -206,7 +236,8 @@ async def run(args: argparse.Namespace) -> dict:
             return {
                 "bench": "refresh_soak",
                 "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
-                            "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
+                            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+                            "cpu_steal_share": _steal_share(cpu_before, _cpu_times())},
                 "setup": {"index_vectors_at_start": start_vectors, "videos": len(ids),
                           "shards": args.shards or "all bal_train", "gone_per_refresh": per_round,
                           "note_every_s": args.note_every, "oembed_latency_ms": args.oembed_ms},
@@ -234,6 +265,9 @@ async def run(args: argparse.Namespace) -> dict:
             }
         finally:
             lag_task.cancel()
+            if stall_task is not None:
+                stall_task.cancel()
+                faulthandler.cancel_dump_traceback_later()
             stop_traffic.set()
             traffic_task.cancel()
             await asyncio.gather(traffic_task, return_exceptions=True)
@@ -248,6 +282,8 @@ def main() -> None:
     parser.add_argument("--note-every", type=float, default=1.0, help="seconds between voice notes")
     parser.add_argument("--oembed-ms", type=float, default=5.0, help="fake oEmbed answer latency")
     parser.add_argument("--timeout", type=float, default=900.0, help="longest one refresh may take")
+    parser.add_argument("--stall-dump", default=None, metavar="FILE",
+                        help="append every thread's stack to FILE whenever the loop stalls over 100 ms")
     parser.add_argument("--baseline-s", type=float, default=30.0,
                         help="seconds of voice-note traffic without a refresh first (lag baseline)")
     args = parser.parse_args()

@@ -142,6 +142,10 @@ async def test_refresh_runs_in_a_child_while_the_bot_keeps_serving(env: Env):
     assert child.pid != os.getpid() and os.getpgid(child.pid) == child.pid
     cmdline = Path(f"/proc/{child.pid}/cmdline").read_bytes().split(b"\0")
     assert [b"bot.cli", b"index", b"refresh"] == cmdline[2:5] and b"--progress-json" in cmdline
+    # It gives way to the bot on the CPU, as a whole session where the kernel groups sessions.
+    assert os.getpriority(os.PRIO_PROCESS, child.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 10
+    if Path("/proc/self/autogroup").exists():
+        assert Path(f"/proc/{child.pid}/autogroup").read_text().split()[-1] == "10"
 
     # Its progress reaches the moderator's message...
     progress = await env.fake.wait_for(_edit(payload, "check:"), timeout=60)
