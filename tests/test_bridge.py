@@ -282,3 +282,30 @@ def test_ambiguous_labels_weigh_nothing():
     assert hits[0].segment == 0 and 2 not in {h.segment for h in hits}
     with pytest.raises(ValueError):
         _bridge(probs[:, :500], rs, rsec, seg_labels, ontology=_ontology())
+
+
+def test_a_label_implies_its_ancestors():
+    seg_labels, probs, rs, rsec = _dog_bark_cat_index()
+    given = _bridge(probs, rs, rsec, seg_labels, ontology=_ontology(), implied=False)
+    implied = _bridge(probs, rs, rsec, seg_labels, ontology=_ontology())
+    # A query for "Dog": the segment labelled only "Bark" is a dog sound too.
+    assert [h.segment for h in given.search(_profile(dog=0.8), top=3)] == [0]
+    assert {h.segment for h in implied.search(_profile(dog=0.8), top=3)} == {0, 1}
+
+
+def test_damping_counts_the_implied_labels_too():
+    """A segment labelled only with a child must not outrank one labelled with the parent and the
+    query's own child just because the ancestors it implies came free of damping."""
+    from core.heard import Ontology
+
+    YIP = 76
+    names = [f"label {i}" for i in range(527)]
+    onto = Ontology.from_children(names, {DOG: [BARK, YIP]})
+    seg_labels = [[YIP], [DOG, BARK]] + [[SPEECH]] * 20
+    probs = np.zeros((len(seg_labels) * 2, 527), np.float32)
+    for s, labs in enumerate(seg_labels):
+        probs[2 * s:2 * s + 2, labs] = 0.8
+    bridge = _bridge(probs, np.repeat(np.arange(len(seg_labels)), 2), np.tile([0, 1], len(seg_labels)),
+                     seg_labels, ontology=onto)
+    hits = bridge.search(_profile(dog=0.9, bark=0.1), top=2)
+    assert [h.segment for h in hits] == [1, 0]
