@@ -36,11 +36,11 @@ and on AudioSet's held-out split, bench/bridge.py; README "Quality"):
   only "Yip" would get "Dog", "Domestic animals" and "Animal" free and outrank one labelled "Dog,
   Bark, Domestic animals, Animal"). Measured: esc10_dev P@5 0.668 → 0.746 and the worst class
   (crackling fire, whose recordings YAMNet scores as Fire and Crackle but also as a dozen other
-  things) 0.19 → 0.60. On AudioSet's held-out split (bench/bridge.py --evaluate-split, 500 queries)
-  exact-label P@5 falls 0.622 → 0.584 while *instance* P@5 — a result counts when it carries a
-  query label or a more specific kind of one, Electric guitar for Guitar — stays 0.656: the
-  change returns more specific kinds of the query's sounds, which an exact label match calls a
-  miss. The VGGish path (core.search) does not use the bridge.
+  things) 0.19 → 0.60. On AudioSet's held-out split (bench/bridge.py --evaluate-split, 2,216
+  queries) exact-label P@5 / strict P@5 fall 0.624 / 0.361 → 0.600 / 0.349 while *instance* P@5 —
+  a result counts when it carries a query label or a more specific kind of one, Electric guitar
+  for Guitar — rises 0.655 → 0.664: the change returns more specific kinds of the query's sounds,
+  which an exact label match calls a miss. The VGGish path (core.search) does not use the bridge.
 
 Tried and left out because they cost AudioSet precision (bench/bridge.py --evaluate-split, 2,216
 held-out queries) more than they gained on real recordings: weighting labels by ontology
