@@ -92,6 +92,37 @@ def _steal_share(before: list[int], after: list[int]) -> float | None:
     return round(delta[7] / max(1, sum(delta[:8])), 3)
 
 
+#: Innermost frames of a thread that is waiting, not running Python (or holding the GIL in a call).
+IDLE_FRAMES = ("threading.py", "concurrent/futures/thread.py", "unix_events.py", "selectors.py", "queue.py",
+               "discord/gateway.py", "refresh_soak.py", "asyncio/base_events.py")
+
+
+def read_stalls(path: Path) -> dict:
+    """What the stall dumps say: how many stalls, and in how many some thread was running Python
+    (or sat in a call from Python: a GIL holder) rather than waiting — with those frames. A stall
+    with every thread waiting is the process not getting the CPU (other load, the VM's steal)."""
+    if not path.is_file():
+        return {"dumps": 0}
+    dumps = [d for d in path.read_text(errors="replace").split("Timeout (") if d.strip()]
+    running = [[f for f in _innermost(d) if not any(mark in f for mark in IDLE_FRAMES)] for d in dumps]
+    busy: dict[str, int] = {}
+    for frames in running:
+        for f in frames:
+            busy[f] = busy.get(f, 0) + 1
+    return {"dumps": len(dumps), "dumps_with_a_running_thread": sum(bool(f) for f in running),
+            "running_frames": dict(sorted(busy.items(), key=lambda kv: -kv[1])[:10])}
+
+
+def _innermost(dump: str) -> list[str]:
+    """Each thread's innermost frame ("path", line N in function) in one faulthandler dump."""
+    out = []
+    for thread in dump.split("\nThread ")[1:]:
+        frames = [ln.strip()[5:] for ln in thread.splitlines()[1:] if ln.strip().startswith("File ")]
+        if frames:
+            out.append(frames[0])
+    return out
+
+
 async def dump_stalls(path: Path, limit_s: float = 0.1) -> None:
     """Where a stall happens: faulthandler's watchdog is a C thread that needs no GIL, so when the
     loop fails to re-arm it within ``limit_s`` it writes every thread's Python stack *during* the
@@ -261,6 +292,7 @@ async def run(args: argparse.Namespace) -> dict:
                 "self_inflicted_shutdowns": {"bot_closed": bot.is_closed(), "log_lines": watch.hits},
                 "processes_left_behind": {"in_refresh_groups": sum(r["left_in_child_group"] for r in runs),
                                           "bot_children_at_end": leftover},
+                **({"stalls_over_100ms": read_stalls(Path(args.stall_dump))} if args.stall_dump else {}),
                 "per_refresh": runs,
             }
         finally:
