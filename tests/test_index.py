@@ -163,6 +163,63 @@ def test_shard_count_bounds_the_swap_and_the_memory():
     assert shard_count(20_800_000, shard_rows=1_000_000) == 21
 
 
+def test_left_out_queries_take_one_second_of_distinct_segments():
+    from core.index.ann import left_out_queries
+
+    lens = np.random.default_rng(5).integers(1, 12, 3000)
+    row_segment = np.repeat(np.arange(3000) * 7 + 3, lens)  # sparse keys, like a sharded Milvus build
+    rows = left_out_queries(row_segment, 120, seed=0)
+    assert len(rows) == 120 and (np.diff(rows) > 0).all()
+    assert len(np.unique(row_segment[rows])) == 120  # one query second per left-out segment
+    assert (left_out_queries(row_segment, 120, seed=0) == rows).all()
+    assert not (left_out_queries(row_segment, 120, seed=1) == rows).all()
+    # a small index: the queries come from a tenth of its segments, several seconds each
+    few = row_segment[:lens[:300].sum()]
+    small = left_out_queries(few, 200, seed=0)
+    assert len(np.unique(few[small])) <= 30 and len(small) == min(200, np.isin(few, few[small]).sum())
+    assert len(np.unique(small)) == len(small)
+
+
+def test_milvus_tuning_truth_leaves_the_query_segments_out(bal_train_dir: Path):
+    """The exact top 10 of each tuning query comes from other clips only, and Milvus is asked to
+    leave the same clips out; with every clip kept a query's own seconds would lead its list."""
+    from core.index.ann import exact_search
+    from core.index.vectorstore_milvus import SECOND_BITS, _tuning_set, choose_nlist
+
+    records = [r for s in sorted(bal_train_dir.glob("*.tfrecord"))[:40] for r in read_shard(s) if len(r.embeddings)]
+    vectors = np.concatenate([r.embeddings for r in records])
+    lens = np.array([len(r.embeddings) for r in records])
+    keys = np.repeat(np.arange(len(records), dtype=np.int64) * 5 + 1, lens)
+    seconds = np.arange(len(vectors)) - np.repeat(np.cumsum(lens) - lens, lens)
+    q, exact_pk, _, leave_out = _tuning_set(vectors, keys, seconds, 60, seed=0)
+    out = np.array([int(x) for x in leave_out[leave_out.index("[") + 1:-1].split(",")])
+    assert leave_out.startswith("segment not in [") and len(q) == 60
+    assert len(out) <= len(records) // 10  # most of the index stays in
+    assert not np.isin(exact_pk >> SECOND_BITS, out).any()
+    kept = ~np.isin(keys, out)
+    first, _ = exact_search(vectors[kept], q, 1)
+    first_pk = (keys[kept][first[:, 0]] << SECOND_BITS) | seconds[kept][first[:, 0]]
+    assert (exact_pk[:, 0] == first_pk).all()
+    # one IVF per segment: nlist follows the segment size Milvus seals at, not the collection's
+    assert choose_nlist(220_270) == choose_nlist(1_000_000) == choose_nlist(20_800_000) == 1024
+    assert choose_nlist(5_000) < 1024
+
+
+def test_milvus_tuning_recall_counts_equally_near_rows():
+    """Real clips repeat seconds exactly (silence): a different row at the exact 10th distance is a hit."""
+    from core.index.vectorstore_milvus import _recall_with_ties
+
+    exact_pk = np.arange(10)[None, :]
+    exact_d = np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]], np.float32)
+    same = _recall_with_ties(exact_pk, exact_d, exact_pk, exact_d)
+    tied = _recall_with_ties(np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8, 99]]), exact_d, exact_pk, exact_d)
+    farther = np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9.5]], np.float32)
+    missed = _recall_with_ties(np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8, 99]]), farther, exact_pk, exact_d)
+    short = _recall_with_ties(np.array([[0, 1, 2, -1, -1, -1, -1, -1, -1, -1]]),
+                              np.array([[0, 1, 2] + [np.inf] * 7], np.float32), exact_pk, exact_d)
+    assert (same, tied, missed, short) == (1.0, 1.0, 0.9, 0.3)
+
+
 def test_int8_reranked_shards_keep_no_float_copy_and_stay_exact_enough(bal_train_dir: Path, tmp_path: Path):
     """The rows are 8-bit, so ScaNN's int8 re-ranking loses next to nothing; the float dataset it
     also writes is never loaded, so it is not kept."""

@@ -96,6 +96,28 @@ def noisy_queries(vectors_u8: np.ndarray, n: int, seed: int, sigmas: tuple[float
     return np.floor((x + 2) * (255 / 4)).astype(np.uint8)
 
 
+def left_out_queries(row_segment: np.ndarray, n: int, seed: int, *, max_share: float = 0.1) -> np.ndarray:
+    """Rows to query for a "leave-segment-out" recall check: one random second of each of ``n``
+    random segments (clips); in an index of fewer than ``n / max_share`` segments, ``n`` seconds
+    of a ``max_share`` of them, so that most of the index stays in.
+
+    Searched with their segments left out (of the index's answer and of the exact ground truth
+    alike), indexed seconds stand for a user's new recording of a sound like the indexed ones: the
+    neighbours are other clips, never the near-identical seconds of the query's own clip that make
+    noisy copies of indexed seconds easier than genuinely new queries.
+    """
+    row_segment = np.asarray(row_segment)
+    rng = np.random.default_rng(seed)
+    segs, count = np.unique(row_segment, return_counts=True)
+    order = np.argsort(row_segment, kind="stable")  # rows of each segment, together
+    picked = np.sort(rng.choice(len(segs), min(n, max(1, int(len(segs) * max_share))), replace=False))
+    start = np.searchsorted(row_segment[order], segs[picked])
+    if len(picked) >= n:
+        return np.sort(order[start + rng.integers(0, count[picked])])
+    rows = order[np.concatenate([np.arange(a, a + c) for a, c in zip(start, count[picked])])]
+    return np.sort(rng.choice(rows, min(n, len(rows)), replace=False))
+
+
 def tune_shard(searcher, vectors_u8: np.ndarray, config: dict, *, queries: int = 120, seed: int = 0) -> dict:
     """Pick the cheapest (leaves_to_search, reorder) whose recall@10 against exact search is ≥ 0.97.
 
