@@ -52,6 +52,7 @@ NPROBES = (8, 16, 32, 64, 128, 256)
 REORDERS = (100, 200, 400)
 SEGMENT_ROWS = 250_000     # rows of a sealed segment (see choose_nlist)
 SETTLE_POLL_S = 1.0
+SETTLE_TIMEOUT_S = 4 * 3600
 TUNING_QUERIES = 200       # segments left out, one query second each
 
 
@@ -179,10 +180,14 @@ def _settle(collection) -> None:
     rewrites each segment on its own and indexes every one a second time.
     """
     pm = _pymilvus()
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S  # a hang guard: an index that never finishes
     while True:  # a merged segment counts as pending until its index is built
         progress = pm.utility.index_building_progress(collection.name, using=collection._using)
         if not progress.get("pending_index_rows") and progress.get("indexed_rows") == progress.get("total_rows"):
             break
+        if time.monotonic() > deadline:
+            raise MilvusStoreError(f"collection {collection.name}: Milvus still indexes {progress.get('pending_index_rows')} "
+                                   f"rows after {SETTLE_TIMEOUT_S / 60:.0f} min")
         time.sleep(SETTLE_POLL_S)
     collection.load()
 
