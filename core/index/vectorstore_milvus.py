@@ -193,10 +193,10 @@ def _settle(collection) -> None:
 
 
 def _tuning_set(truth_vectors: np.ndarray, truth_keys: np.ndarray, truth_seconds: np.ndarray, n: int,
-                seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+                seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """Leave-segment-out queries (``ann.left_out_queries``): one second of each of ``n`` random
-    segments; returns the queries, the primary keys of their exact top 10 among the *other*
-    segments' rows, and the filter that leaves their segments out of Milvus's answer.
+    segments; returns the queries, the primary keys and distances of their exact top 10 among the
+    *other* segments' rows, and the filter that leaves their segments out of Milvus's answer.
 
     Noisy copies of indexed seconds (σ 0.25–1.0) measured easier than new recordings: at 1 M they
     tuned to nprobe 16 of 2048 (recall 0.970 on them) and gave 0.922 for held-out seconds.
