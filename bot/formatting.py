@@ -55,8 +55,10 @@ def progress_line(event: ProgressEvent, elapsed_s: float, *, width: int = 16,
         parts.append(f"{event.stage}: [{full * filled}{empty * (width - filled)}] {frac:.0%} {done}")
     else:
         parts.append(f"{event.stage}: {amount(event.done, event.unit)}")
-    if rate:
+    if rate >= 1 or (rate and event.unit == "bytes"):
         parts.append(f"{amount(rate, event.unit)}/s")
+    elif rate:  # slow steps (ScaNN shards): "0 shards/s" would say nothing
+        parts.append(f"{clock(1 / rate)} per {event.unit.rstrip('s') or 'step'}")
     if event.total:
         if rate > 0:
             parts.append(f"ETA {clock((event.total - event.done) / rate)}")

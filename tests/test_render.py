@@ -181,6 +181,9 @@ def test_one_progress_text_for_the_terminal_and_the_bot():
     assert terminal == line.replace("██░░░░░░", "##------")  # the same text; only the bar's glyphs differ
     download = progress_line(ProgressEvent("download", 3 * 2**20, None, "bytes"), 2.0)
     assert download == "download: 3.0 MiB · 1.5 MiB/s · 0:02"
+    # under one step a second the pace is time per step, not "0 shards/s"
+    slow = progress_line(ProgressEvent("scann", 1, 4, "shards"), 6.0, width=8)
+    assert slow == "scann: [██░░░░░░] 25% 1/4 shards · 0:06 per shard · ETA 0:18"
 
 
 def test_the_moderator_refusal_is_error_lines_wording():
