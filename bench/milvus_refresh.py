@@ -25,7 +25,6 @@ from core.config import Settings, load_settings  # noqa: E402
 from core.index import vectorstore_milvus as vm  # noqa: E402
 from core.index.ann import dequantize  # noqa: E402
 from core.index.tfrecord import list_shards, read_shard  # noqa: E402
-from tests.milvus_server import MilvusProcess  # noqa: E402
 
 
 def main() -> None:
@@ -39,11 +38,14 @@ def main() -> None:
             secs.append(np.arange(n))
     v, k, sec = np.concatenate(vecs), np.concatenate(keys), np.concatenate(secs)
     work = Path(tempfile.mkdtemp(prefix="mvdel-"))
-    srv = MilvusProcess(work / "srv")
+    from milvus import MilvusServer, MilvusServerConfig  # the `milvus` package's standalone server (as bench/search.py)
+
+    srv = MilvusServer(MilvusServerConfig(data_dir=str(work / "srv")))
     srv.start()
+    uri = f"http://127.0.0.1:{srv.listen_port}"
     out: dict = {}
     try:
-        st = Settings(data_dir=work, vector_store="milvus", milvus_uri=srv.uri, milvus_prefix="del")
+        st = Settings(data_dir=work, vector_store="milvus", milvus_uri=uri, milvus_prefix="del")
         t = time.time()
         col = vm.create_collection(st, "del_full")
         vm.insert_rows(col, v, k, sec)
