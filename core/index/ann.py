@@ -118,6 +118,22 @@ def left_out_queries(row_segment: np.ndarray, n: int, seed: int, *, max_share: f
     return np.sort(rng.choice(rows, min(n, len(rows)), replace=False))
 
 
+def cheapest_reaching(breadths, reorders, recall: Callable[[int, int], float],
+                      target: float) -> tuple[tuple[int, int, float] | None, list[tuple[int, int, float]]]:
+    """The first (breadth, reorder, recall) whose ``recall(breadth, reorder)`` reaches ``target``,
+    trying breadths (leaves or lists searched) from the cheapest and, within each, deeper re-ranking
+    first; None when none does. Also every setting tried, with its recall rounded to 4 places.
+    The build-time tuner of both vector stores."""
+    tried: list[tuple[int, int, float]] = []
+    for breadth in breadths:
+        for reorder in reorders:
+            rec = recall(breadth, reorder)
+            tried.append((breadth, reorder, round(rec, 4)))
+            if rec >= target:
+                return (breadth, reorder, rec), tried
+    return None, tried
+
+
 def tune_shard(searcher, vectors_u8: np.ndarray, config: dict, *, queries: int = 120, seed: int = 0) -> dict:
     """Pick the cheapest (leaves_to_search, reorder) whose recall@10 against exact search is ≥ 0.97.
 
@@ -128,22 +144,16 @@ def tune_shard(searcher, vectors_u8: np.ndarray, config: dict, *, queries: int =
     exact, _ = exact_search(vectors_u8, q, 10)
     qf = dequantize(q)
     leaves = config["num_leaves"]
-    tried = []
-    best = None
-    for frac in (64, 32, 16, 8, 4):
-        lts = max(4, leaves // frac)
-        for reorder in (150, 300, 600, 1000):
-            rows, _ = searcher.search_batched(qf, final_num_neighbors=10, leaves_to_search=lts,
-                                              pre_reorder_num_neighbors=reorder)
-            rec = recall_at_k(rows, exact, 10)
-            tried.append((lts, reorder, round(rec, 4)))
-            if rec >= TARGET_RECALL:
-                best = (lts, reorder, rec)
-                break
-        if best:
-            break
+
+    def recall(lts: int, reorder: int) -> float:
+        rows, _ = searcher.search_batched(qf, final_num_neighbors=10, leaves_to_search=lts,
+                                          pre_reorder_num_neighbors=reorder)
+        return recall_at_k(rows, exact, 10)
+
+    best, tried = cheapest_reaching([max(4, leaves // frac) for frac in (64, 32, 16, 8, 4)],
+                                    (150, 300, 600, 1000), recall, TARGET_RECALL)
     if best is None:
-        best = (max(4, leaves // 4), 1000, tried[-1][2])
+        best = tried[-1]  # the deepest setting tried
     return {"leaves_to_search": int(best[0]), "reorder": int(best[1]), "tuned_recall_at_10": round(float(best[2]), 4),
             "tuning_queries": int(len(q))}
 

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import EchoVidsError, IndexMissingError
-from core.index.ann import dequantize, exact_search, left_out_queries
+from core.index.ann import cheapest_reaching, dequantize, exact_search, left_out_queries
 from core.index.vectorstore import BuildContext, Neighbours, RowBatch, VectorStore
 
 SECOND_BITS = 16
@@ -239,23 +239,15 @@ def index_and_tune(settings: Any, collection, expected_rows: int, truth_vectors:
         raise MilvusStoreError(f"collection {collection.name} holds {rows:,} rows, expected {expected_rows:,}")
     q, exact_pk, exact_d, leave_out = _tuning_set(truth_vectors, truth_keys, truth_seconds, queries, seed)
     qf = dequantize(q)
-    tried = []
-    best = None
-    for nprobe in NPROBES:
-        if nprobe > nlist:
-            break
-        for reorder in REORDERS:
-            res = collection.search(qf, "vector", {"metric_type": "L2", "params": {"nprobe": nprobe, "reorder_k": reorder}},
-                                    limit=10, expr=leave_out)
-            got = np.array([list(h.ids) + [-1] * (10 - len(h.ids)) for h in res], dtype=np.int64)
-            got_d = np.array([list(h.distances) + [np.inf] * (10 - len(h.ids)) for h in res], dtype=np.float32)
-            rec = _recall_with_ties(got, got_d, exact_pk, exact_d)
-            tried.append((nprobe, reorder, round(rec, 4)))
-            if rec >= TARGET_RECALL:
-                best = (nprobe, reorder, rec)
-                break
-        if best:
-            break
+
+    def recall(nprobe: int, reorder: int) -> float:
+        res = collection.search(qf, "vector", {"metric_type": "L2", "params": {"nprobe": nprobe, "reorder_k": reorder}},
+                                limit=10, expr=leave_out)
+        got = np.array([list(h.ids) + [-1] * (10 - len(h.ids)) for h in res], dtype=np.int64)
+        got_d = np.array([list(h.distances) + [np.inf] * (10 - len(h.ids)) for h in res], dtype=np.float32)
+        return _recall_with_ties(got, got_d, exact_pk, exact_d)
+
+    best, tried = cheapest_reaching([p for p in NPROBES if p <= nlist], REORDERS, recall, TARGET_RECALL)
     if best is None:
         best = max(tried, key=lambda t: t[2])
     if best[2] < VERIFY_RECALL:
