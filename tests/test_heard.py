@@ -109,7 +109,7 @@ def _check_policy(clip: np.ndarray, hs, ontology: Ontology) -> tuple[list[int], 
 def test_yamnet_on_white_noise_names_the_kind_of_noise_not_noise(yamnet: YamnetModel, ontology: Ontology,
                                                                   tmp_path: Path):
     samples = decode_audio(make_media(tmp_path / "noise.wav", "wav", 3.0, "noise")).samples
-    clip = clip_scores(yamnet.to_audioset(yamnet.scores(samples)))
+    clip = clip_scores(yamnet.to_audioset(yamnet.phased_scores(samples)))
     hs = yamnet.listen(samples, ontology=ontology).heard
     hidden, _ = _check_policy(clip, hs, ontology)
     assert hidden, "YAMNet was expected to be confident of a parent and its child on white noise"
@@ -122,7 +122,7 @@ def test_yamnet_on_speech_shows_speech_when_no_kind_of_speech_is_confident(yamne
                                                                          ontology: Ontology, tmp_path: Path):
     note = make_voice_note(tmp_path / "note.ogg", seconds=5.0, kind="speech")
     samples = decode_audio(note).samples
-    clip = clip_scores(yamnet.to_audioset(yamnet.scores(samples)))
+    clip = clip_scores(yamnet.to_audioset(yamnet.phased_scores(samples)))
     hs = yamnet.heard(samples)  # the model's own ontology, found beside the AudioSet label list
     _, shown_parents = _check_policy(clip, hs, ontology)
     speech = ontology.names.index("Speech")

@@ -21,11 +21,14 @@ from core.errors import BadQueryError, EchoVidsError, ModelFileError, ModelMissi
 from core.yamnet import (
     AUDIOSET_CLASSES,
     HOP_SAMPLES,
+    LISTEN_PHASES,
     WINDOW_SAMPLES,
     YamnetModel,
     frame_count,
     get_model,
     load_yamnet,
+    phase_offsets,
+    phased_frame_count,
 )
 from tests.media import make_media, make_voice_note
 
@@ -81,6 +84,28 @@ def _names(heard) -> list[str]:
 def test_window_count_follows_yamnet_padding_rule():
     assert [frame_count(n) for n in (1, WINDOW_SAMPLES, WINDOW_SAMPLES + 1, WINDOW_SAMPLES + HOP_SAMPLES,
                                      WINDOW_SAMPLES + HOP_SAMPLES + 1, 160000)] == [1, 1, 2, 2, 3, 20]
+
+
+def test_listen_frames_every_quarter_second():
+    """Two phases of the 0.48 s grid: a clip of one window or less is framed once, longer clips twice
+    (the second grid 0.24 s later), so a 10 s note is heard in 40 windows instead of 20."""
+    assert LISTEN_PHASES == 2
+    assert phase_offsets(WINDOW_SAMPLES, 2) == [0]
+    assert phase_offsets(WINDOW_SAMPLES + 1, 2) == [0, HOP_SAMPLES // 2]
+    assert [phased_frame_count(n, 2) for n in (100, WINDOW_SAMPLES, 16000 * 3, 160000)] == [1, 1, 11, 40]
+
+
+def test_phased_scores_interleave_the_shifted_grids(model: YamnetModel):
+    """What listen hears is exactly the model's windows on the clip and on the clip 0.24 s later,
+    in order of start time (no resampling, no invented windows)."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-0.3, 0.3, 16000 * 3).astype(np.float32)
+    a, b = model.scores(x), model.scores(x[HOP_SAMPLES // 2:])
+    got = model.phased_scores(x)
+    assert got.shape == (len(a) + len(b), 521)
+    np.testing.assert_array_equal(got[0::2], a)
+    np.testing.assert_array_equal(got[1::2], b)
+    assert len(model.listen(x).scores) == len(got)
 
 
 def test_scores_shape_per_window(model: YamnetModel):
@@ -174,7 +199,7 @@ def test_trailing_silence_is_not_what_was_heard(model: YamnetModel, tmp_path: Pa
                     "-c:a", "libopus", "-ar", "48000", "-ac", "1", str(note)], check=True, capture_output=True)
     samples = _decode(note)
     listening = model.listen(samples)
-    assert len(listening.scores) == frame_count(len(samples))
+    assert len(listening.scores) == phased_frame_count(len(samples), LISTEN_PHASES)
     assert 0 < listening.sounding.sum() < len(listening.scores)  # the tail windows are dropped
     assert listening.heard[0].label in families["speech"]
     assert "Silence" not in _names(listening.heard)

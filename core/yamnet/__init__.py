@@ -26,8 +26,9 @@ start-up), and TF 2.20 deprecates ``tf.lite.Interpreter`` with a warning on ever
 Thread safety: a TFLite interpreter holds mutable tensors, so each thread gets its own interpreter
 (built from model bytes read once; ~1 ms) with one XNNPACK thread — concurrent queries then use the
 cores instead of serialising on a lock (two XNNPACK threads were no faster for one 20-window query
-on this machine: 77–157 ms vs 82–124 ms under load). A warm 10 s voice note (20 windows) takes
-~40 ms (bench/yamnet.py).
+on this machine: 77–157 ms vs 82–124 ms under load). A warm 10 s voice note takes ~30 ms on the
+0.48 s grid (20 windows); ``listen`` runs the grid at two phases (a window every 0.24 s, 40
+windows; why in ``params.LISTEN_PHASES``), bench/yamnet.py measures what it costs.
 
 Modules (the layout of ``core/vggish``): ``params`` (window/hop sizes, class counts, file names),
 ``classmap`` (YAMNet's class map and its mapping into AudioSet's indices), ``framing`` (the window
@@ -36,7 +37,7 @@ grid and input checks), ``runner`` (one thread's TFLite interpreter, both layout
 """
 
 from core.yamnet.classmap import ClassMap, audioset_index_map, read_audioset_labels, read_class_map
-from core.yamnet.framing import frame_count, frame_windows, pad_to_windows
+from core.yamnet.framing import frame_count, frame_windows, pad_to_windows, phase_offsets, phased_frame_count
 from core.yamnet.model import Listening, YamnetModel, get_model, load_yamnet
 from core.yamnet.params import (
     AUDIOSET_CLASSES,
@@ -44,6 +45,7 @@ from core.yamnet.params import (
     CLASS_MAP_NAME,
     EMBEDDING_SIZE,
     HOP_SAMPLES,
+    LISTEN_PHASES,
     ONTOLOGY_NAME,
     SAMPLE_RATE,
     WINDOW_SAMPLES,
@@ -51,8 +53,10 @@ from core.yamnet.params import (
 )
 
 __all__ = [
-    "AUDIOSET_CLASSES", "AUDIOSET_LABELS_NAME", "CLASS_MAP_NAME", "EMBEDDING_SIZE", "HOP_SAMPLES", "ONTOLOGY_NAME",
+    "AUDIOSET_CLASSES", "AUDIOSET_LABELS_NAME", "CLASS_MAP_NAME", "EMBEDDING_SIZE", "HOP_SAMPLES", "LISTEN_PHASES",
+    "ONTOLOGY_NAME",
     "SAMPLE_RATE", "WINDOW_SAMPLES", "YAMNET_CLASSES", "ClassMap", "Listening", "YamnetModel", "audioset_index_map",
-    "frame_count", "frame_windows", "get_model", "load_yamnet", "pad_to_windows", "read_audioset_labels",
+    "frame_count", "frame_windows", "get_model", "load_yamnet", "pad_to_windows", "phase_offsets",
+    "phased_frame_count", "read_audioset_labels",
     "read_class_map",
 ]

@@ -15,6 +15,27 @@ def frame_count(num_samples: int) -> int:
     return 1 + -(-(num_samples - WINDOW_SAMPLES) // HOP_SAMPLES)
 
 
+def phase_offsets(num_samples: int, phases: int) -> list[int]:
+    """Start offsets (samples) of the shifted grids a clip of ``num_samples`` is framed at.
+
+    Phase ``j`` is the same 0.48 s grid started ``j * 0.48 s / phases`` later. A clip no longer than
+    one window gets only phase 0: its one (padded) window already holds all of it.
+    """
+    if phases <= 1 or num_samples <= WINDOW_SAMPLES:
+        return [0]
+    return [j * HOP_SAMPLES // phases for j in range(phases)]
+
+
+def phased_frame_count(num_samples: int, phases: int) -> int:
+    """Windows over all phases of :func:`phase_offsets` (what ``listen`` scores)."""
+    return sum(frame_count(num_samples - off) for off in phase_offsets(num_samples, phases))
+
+
+def window_starts(num_samples: int, offset: int = 0) -> np.ndarray:
+    """Start sample of each window of the grid begun at ``offset``."""
+    return offset + HOP_SAMPLES * np.arange(frame_count(num_samples - offset))
+
+
 def pad_to_windows(samples: np.ndarray) -> np.ndarray:
     """Zero-pad so the waveform covers exactly ``frame_count`` windows (the official padding rule)."""
     n = frame_count(len(samples))

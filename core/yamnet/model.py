@@ -16,8 +16,8 @@ from core.heard import Ontology, clip_scores
 from core.heard import heard as heard_policy
 from core.results import Heard
 from core.yamnet.classmap import ClassMap, audioset_index_map, read_audioset_labels, read_class_map
-from core.yamnet.framing import as_waveform
-from core.yamnet.params import AUDIOSET_LABELS_NAME, CLASS_MAP_NAME, ONTOLOGY_NAME
+from core.yamnet.framing import as_waveform, phase_offsets, window_starts
+from core.yamnet.params import AUDIOSET_LABELS_NAME, CLASS_MAP_NAME, LISTEN_PHASES, ONTOLOGY_NAME
 from core.yamnet.runner import Runner, interpreter_class
 
 if TYPE_CHECKING:
@@ -109,6 +109,17 @@ class YamnetModel:
         """``float32 [windows, 521]`` per-window class scores (0–1, independent sigmoids)."""
         return self._run(samples_16k)[0]
 
+    def phased_scores(self, samples_16k: np.ndarray, phases: int = LISTEN_PHASES) -> np.ndarray:
+        """``float32 [windows, 521]``: :meth:`scores` of the grid run at ``phases`` offsets
+        (:data:`~core.yamnet.params.LISTEN_PHASES`), the windows of all phases in order of start time."""
+        x = as_waveform(samples_16k)
+        offsets = phase_offsets(len(x), phases)
+        if len(offsets) == 1:
+            return self._run(x)[0]
+        runs = [self._run(x[off:])[0] for off in offsets]
+        starts = np.concatenate([window_starts(len(x), off) for off in offsets])
+        return np.concatenate(runs)[np.argsort(starts, kind="stable")]
+
     def embeddings(self, samples_16k: np.ndarray) -> np.ndarray:
         """``float32 [windows, 1024]``; only waveform-layout (official) models have them."""
         scores, emb = self._run(samples_16k, want_embeddings=True)
@@ -183,6 +194,7 @@ class YamnetModel:
         them, so heard labels and search columns are that build's); by default AudioSet's, found
         next to the model (:attr:`ontology`).
 
+        The clip is framed every 0.24 s (:meth:`phased_scores`; why: ``params.LISTEN_PHASES``).
         Silent windows are left out of both: a voice note with three seconds of speech and four of
         trailing silence would otherwise be "heard" as Silence 71 %, Speech 28 % and matched to clips
         labelled Silence (measured). A window is silent when YAMNet's top class for it is Silence;
@@ -190,7 +202,7 @@ class YamnetModel:
         probabilities the Silence class is zeroed for sounding clips: it is the absence of sound, not
         something to sound like.
         """
-        scores = self.scores(samples_16k)
+        scores = self.phased_scores(samples_16k)
         silence = self.silence_index
         sounding = np.ones(len(scores), dtype=bool)
         if silence is not None:
@@ -228,7 +240,7 @@ class YamnetModel:
 class Listening:
     """What :meth:`YamnetModel.listen` found in one clip."""
 
-    #: ``[windows, 521]`` raw per-window scores.
+    #: ``[windows, 521]`` raw per-window scores, windows every 0.24 s (:meth:`YamnetModel.phased_scores`).
     scores: np.ndarray
     #: ``[windows]`` True for windows that are not silence (all True for an all-silent clip).
     sounding: np.ndarray
