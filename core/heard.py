@@ -17,6 +17,11 @@ true, but they name a whole branch of the ontology, not the sound. So the policy
   ``blacklist`` (e.g. "Patter", "Clatter", "Vibration": too ambiguous for its raters); YAMNet and the
   label head still score them, often highly for any rustle, and they name nothing a person would
   recognise (measured: "Patter" was the first guess for most crackling-fire recordings);
+* **the sound before the room**: the ontology's "Acoustic environment" labels ("Inside, small room",
+  "Outside, rural or natural", "Reverberation", "Echo"...) say where a clip was recorded, not what
+  sounds in it; YAMNet gives them to many quiet indoor recordings (a ticking clock was heard first as
+  "Inside, small room"), so they come after every label that names a sound, and still show when
+  nothing else is heard;
 * when nothing is confident, the same rule runs over the labels within :data:`FALLBACK_RELATIVE` of
   the best score, so a quiet or unusual clip still names its best *specific* guess (with its low
   score, which the front ends show as a percentage) instead of nothing or a generic parent.
@@ -67,10 +72,12 @@ class Ontology:
     descendants: tuple[frozenset[int], ...]
     #: Labels ``ontology.json`` restricts as ``blacklist`` (ambiguous): never heard, no search weight.
     ambiguous: frozenset[int] = frozenset()
+    #: Labels under ``ontology.json``'s "Acoustic environment": where a clip was recorded, shown last.
+    environment: frozenset[int] = frozenset()
 
     @classmethod
     def from_children(cls, names: Sequence[str], children: Mapping[int, Sequence[int]],
-                      ambiguous: Iterable[int] = ()) -> Ontology:
+                      ambiguous: Iterable[int] = (), environment: Iterable[int] = ()) -> Ontology:
         """From direct children per label index (``LabelSet.children``: abstract nodes already
         looked through), closed transitively."""
         n = len(names)
@@ -87,13 +94,16 @@ class Ontology:
             memo[i] = frozenset(out)
             return memo[i]
 
-        return cls(tuple(names), tuple(below(i, frozenset({i})) for i in range(n)), frozenset(ambiguous))
+        return cls(tuple(names), tuple(below(i, frozenset({i})) for i in range(n)), frozenset(ambiguous),
+                   frozenset(environment))
 
     @classmethod
     def from_labelset(cls, labels, ontology_json: Path | None = None) -> Ontology:
         """From a :class:`core.index.labels.LabelSet` (a build's, or one loaded from the meta folder);
         the ``blacklist`` restrictions are read from ``ontology_json`` when that file exists."""
-        return cls.from_children(labels.names, labels.children, ambiguous_labels(labels.mids, ontology_json))
+        nodes = _ontology_nodes(ontology_json)
+        return cls.from_children(labels.names, labels.children, ambiguous_labels(labels.mids, nodes),
+                                 environment_labels(labels.mids, nodes))
 
     @classmethod
     def flat(cls, names: Sequence[str]) -> Ontology:
@@ -104,16 +114,39 @@ class Ontology:
         return len(self.names)
 
 
-def ambiguous_labels(mids: Sequence[str], ontology_json: Path | None) -> frozenset[int]:
-    """Indices (in ``mids`` order) of the labels ``ontology.json`` restricts as ``blacklist``."""
+#: ``ontology.json`` id of "Acoustic environment" (abstract): its descendants describe the recording place.
+ACOUSTIC_ENVIRONMENT = "/t/dd00093"
+
+
+def _ontology_nodes(ontology_json: Path | None) -> list[dict]:
+    """``ontology.json``'s nodes, or none when the file is absent or unreadable (an unreadable ontology
+    only costs the filters that need it, never a query)."""
     if ontology_json is None or not Path(ontology_json).is_file():
-        return frozenset()
+        return []
     try:
         nodes = json.loads(Path(ontology_json).read_text(encoding="utf-8"))
-        flagged = {n["id"] for n in nodes if "blacklist" in (n.get("restrictions") or [])}
-    except (ValueError, KeyError, TypeError):
-        return frozenset()  # an unreadable ontology only costs the filter, never a query
+        return [n for n in nodes if isinstance(n, dict) and "id" in n]
+    except (ValueError, TypeError):
+        return []
+
+
+def ambiguous_labels(mids: Sequence[str], nodes: Sequence[dict]) -> frozenset[int]:
+    """Indices (in ``mids`` order) of the labels ``ontology.json`` restricts as ``blacklist``."""
+    flagged = {n["id"] for n in nodes if "blacklist" in (n.get("restrictions") or [])}
     return frozenset(i for i, m in enumerate(mids) if m in flagged)
+
+
+def environment_labels(mids: Sequence[str], nodes: Sequence[dict]) -> frozenset[int]:
+    """Indices (in ``mids`` order) of the labels below :data:`ACOUSTIC_ENVIRONMENT` in ``ontology.json``."""
+    children = {n["id"]: list(n.get("child_ids") or []) for n in nodes}
+    below: set[str] = set()
+    todo = list(children.get(ACOUSTIC_ENVIRONMENT, []))
+    while todo:
+        mid = todo.pop()
+        if mid not in below:
+            below.add(mid)
+            todo.extend(children.get(mid, []))
+    return frozenset(i for i, m in enumerate(mids) if m in below)
 
 
 def clip_scores(scores: np.ndarray, top: int = POOL_TOP) -> np.ndarray:
@@ -146,5 +179,5 @@ def heard(clip: np.ndarray, ontology: Ontology, top: int = MAX_HEARD, *,
     floor = confident if best >= confident else best * FALLBACK_RELATIVE
     sure = set(np.flatnonzero(p >= floor).tolist())
     shown = [i for i in sure if not (ontology.descendants[i] & sure)]
-    shown.sort(key=lambda i: (bool(ontology.descendants[i]), -float(p[i]), i))
+    shown.sort(key=lambda i: (i in ontology.environment, bool(ontology.descendants[i]), -float(p[i]), i))
     return [Heard(label=ontology.names[i], score=float(p[i])) for i in shown[:top]]

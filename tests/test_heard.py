@@ -63,6 +63,19 @@ def test_ambiguous_labels_are_never_heard(ontology: Ontology):
     assert _labels(heard(_clip(ontology, Patter=0.7, Fire=0.3), ontology)) == ["Fire"]
 
 
+def test_the_sound_comes_before_the_room_it_was_recorded_in(ontology: Ontology):
+    # What YAMNet said of a quiet ticking clock: the room first, though it names no sound.
+    env = {ontology.names[i] for i in ontology.environment}
+    assert env == {"Inside, small room", "Inside, large room or hall", "Inside, public space",
+                   "Outside, urban or manmade", "Outside, rural or natural", "Reverberation", "Echo"}
+    clip = _clip(ontology, Tick=0.23, Clock=0.3)
+    clip[ontology.names.index("Inside, small room")] = 0.39
+    assert _labels(heard(clip, ontology)) == ["Tick", "Inside, small room"]
+    room_only = np.zeros(len(ontology), np.float32)
+    room_only[ontology.names.index("Inside, small room")] = 0.4
+    assert _labels(heard(room_only, ontology)) == ["Inside, small room"]  # still said when it is all there is
+
+
 def test_nothing_confident_still_names_the_best_specific_guess(ontology: Ontology):
     hs = heard(_clip(ontology, Dog=0.12, Bark=0.1, Music=0.03), ontology)
     assert _labels(hs) == ["Bark"] and hs[0].score == pytest.approx(0.1)
