@@ -34,6 +34,7 @@ from core.admin import Admin, IndexStatus
 from core.progress import ProgressEvent
 
 if TYPE_CHECKING:
+    from core.index.lock import RefreshHolder
     from bot.client import EchoVidsBot
 
 log = logging.getLogger("echovids.bot.moderation")
@@ -155,6 +156,17 @@ class _ProgressMessage:
             log.info("progress edit failed: %s", err)
 
 
+#: Seconds the refresh command waits for "who holds the refresh lock" before answering anyway.
+HOLDER_PROBE_S = 2.0
+
+
+def _holder_text(holder: RefreshHolder) -> str:
+    """" (pid 123)", " (pid 123 on host-b)" for a holder seen through Milvus, or "" when unknown."""
+    if not holder.pid:
+        return f" (on {holder.host})" if holder.host else ""
+    return f" (pid {holder.pid} on {holder.host})" if holder.host else f" (pid {holder.pid})"
+
+
 class Moderation(commands.Cog):
     """Index upkeep for moderators."""
 
@@ -190,21 +202,29 @@ class Moderation(commands.Cog):
         embed = status_embed(status, self.last_refresh)
         if self.refresh_task is not None and not self.refresh_task.done():
             embed.set_footer(text=f"A refresh is running (started {age(time.monotonic() - self.refresh_started)} ago)")
-        elif (pid := self.admin.refresh_holder()) is not None:
-            embed.set_footer(text=f"A refresh is running in another process{f' (pid {pid})' if pid else ''}")
+        elif (holder := await asyncio.to_thread(self.admin.refresh_holder)) is not None:
+            embed.set_footer(text=f"A refresh is running in another process{_holder_text(holder)}")
         await interaction.followup.send(embed=embed, ephemeral=True)
 
     @index.command(name="refresh", description="Re-check which videos are still on YouTube and rebuild without the gone ones")
     async def refresh(self, interaction: discord.Interaction) -> None:
-        if self.refresh_task is not None and not self.refresh_task.done():
+        holder = None
+        if self.refresh_task is None or self.refresh_task.done():
+            # a CLI refresh, or another bot (on Milvus: on any machine). Off the loop, as it may ask
+            # Milvus, and bounded: Discord wants the first answer within 3 s. No answer in time →
+            # start; the refresh child takes the locks itself and reports a busy one.
+            try:
+                holder = await asyncio.wait_for(asyncio.to_thread(self.admin.refresh_holder), HOLDER_PROBE_S)
+            except asyncio.TimeoutError:
+                pass
+        if self.refresh_task is not None and not self.refresh_task.done():  # also one started meanwhile
             await interaction.response.send_message(
                 f"A refresh is already running (started {age(time.monotonic() - self.refresh_started)} ago "
                 f"by {self.refresh_by}).", ephemeral=True)
             return
-        pid = self.admin.refresh_holder()  # a CLI refresh, or another bot
-        if pid is not None:
+        if holder is not None:
             await interaction.response.send_message(
-                f"A refresh is already running in another process{f' (pid {pid})' if pid else ''}.", ephemeral=True)
+                f"A refresh is already running in another process{_holder_text(holder)}.", ephemeral=True)
             return
         self.refresh_started = time.monotonic()
         self.refresh_by = interaction.user.display_name

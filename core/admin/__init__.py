@@ -24,6 +24,7 @@ from core.progress import ProgressCallback
 if TYPE_CHECKING:
     from core.admin.refresh import RefreshReport
     from core.fetch import FetchResult
+    from core.index.lock import RefreshHolder
 
 __all__ = ["Admin", "BuildResult", "Embedding", "IndexStatus", "RefreshReport", "SlicedBuild"]
 
@@ -213,12 +214,19 @@ class Admin:
 
         return await arefresh_index(self.settings, dry_run=dry_run, progress=progress, **options)
 
-    def refresh_holder(self) -> int | None:
-        """The pid of the process running a refresh of this data directory now (0 when it cannot
-        be told), or None when none runs: a front end refuses a second refresh before starting it."""
-        from core.index.lock import refresh_holder
+    def refresh_holder(self) -> RefreshHolder | None:
+        """Who runs a refresh now — on this data directory, or (with the Milvus store) on any
+        machine sharing the Milvus server and prefix — or None: a front end refuses a second
+        refresh before starting it. Blocking (with Milvus, a network round trip): a front end with
+        an event loop runs it in a thread. An unreachable Milvus answers None here: the refresh
+        itself then reports the error in full."""
+        from core.errors import EchoVidsError
+        from core.index.lock import refresh_holder_of
 
-        return refresh_holder(self.data_dir)
+        try:
+            return refresh_holder_of(self.settings)
+        except EchoVidsError:
+            return None
 
     # -- embedding --------------------------------------------------------------------------------
     def embed(self, audio: bytes | str | Path, *, checkpoint: str | Path | None = None,

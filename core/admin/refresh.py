@@ -14,7 +14,8 @@ failure stories:
 
 One refresh at a time per data directory: the whole run holds ``refresh.lock`` (flock), so a
 second one — from the CLI, the bot or the bot's refresh child — is refused with LockBusyError, and
-a killed refresh releases it at once.
+a killed refresh releases it at once. With the Milvus store the run also holds a lease in Milvus
+(:mod:`core.index.milvus_lock`), so a refresh from a process on another machine is refused too.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import Settings
-from core.index.lock import REFRESH_LOCK, FileLock
+from core.index.lock import acquire_refresh_lock
 from core.liveness.recheck import CheckReport, recheck
 from core.progress import ProgressCallback, no_progress
 
@@ -92,7 +93,7 @@ async def arefresh_index(
     else:
         ids = sorted(set(v for v in video_ids if v))
 
-    lock = FileLock(data_dir / REFRESH_LOCK, "an index refresh").acquire()  # LockBusyError if taken
+    lock = acquire_refresh_lock(settings)  # LockBusyError if taken here, or anywhere on a shared Milvus
     try:
         check, dead_ids = await recheck(settings, ids, include_left_out=build is not None, progress=progress,
                                         **check_options)

@@ -4,15 +4,24 @@ Why flock and not a pid file: the kernel drops the lock the moment its holder di
 reboot), so a killed refresh or build never leaves a lock behind that someone must delete by hand,
 and every process that looks at the same file — the CLI, the bot, the bot's refresh child — sees
 the same answer. The holder's pid is written into the file only so a refusal can name it.
+
+Past one machine the flock is not enough: bot processes on several machines, each with its own copy
+of the data directory, never see each other's flock. With the ``milvus`` vector store the refresh
+also holds a lease-based lock in the Milvus server they all share (:mod:`core.index.milvus_lock`);
+:func:`acquire_refresh_lock` takes both (the flock first: instant, and kernel-released on this
+machine) and :func:`refresh_holder_of` reports a holder found in either.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.errors import EchoVidsError
 
@@ -23,9 +32,11 @@ REFRESH_LOCK = "refresh.lock"
 class LockBusyError(EchoVidsError):
     """Another process (or another holder in this one) holds the lock."""
 
-    def __init__(self, message: str, pid: int | None = None):
+    def __init__(self, message: str, pid: int | None = None, host: str | None = None):
         super().__init__(message)
         self.pid = pid
+        #: The holder's host when it was found in Milvus (possibly another machine); None: this one.
+        self.host = host
 
 
 def _read_pid(fd: int) -> int | None:
@@ -102,3 +113,74 @@ def refresh_lock(data_dir: Path) -> Iterator[FileLock]:
 def refresh_holder(data_dir: Path) -> int | None:
     """Who runs a refresh on ``data_dir`` now (pid, or 0 if unknown), or None when nobody does."""
     return holder(Path(data_dir) / REFRESH_LOCK)
+
+
+@dataclass(frozen=True)
+class RefreshHolder:
+    """Who runs a refresh now, for a front end's refusal or status line."""
+
+    #: The holder's pid (0 when it cannot be told).
+    pid: int
+    #: Its host when the holder was found through Milvus (maybe another machine); None: the data
+    #: directory's flock, so this machine (or a client of the same network folder).
+    host: str | None = None
+
+
+class RefreshLock:
+    """The data directory's flock, plus the Milvus lease when the index lives in Milvus."""
+
+    def __init__(self, file_lock: FileLock, milvus_lock: Any | None = None):
+        self.file_lock = file_lock
+        self.milvus_lock = milvus_lock
+
+    def release(self) -> None:
+        try:
+            if self.milvus_lock is not None:
+                self.milvus_lock.release()
+        finally:
+            self.file_lock.release()
+
+    def __enter__(self) -> RefreshLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def acquire_refresh_lock(settings: Any, *, clock: Callable[[], float] = time.time) -> RefreshLock:
+    """Take every refresh lock these settings call for, or raise LockBusyError naming the holder.
+
+    The flock comes first (a second refresh on this machine is refused without a network call);
+    with ``vector_store == "milvus"`` the Milvus lease follows, so a refresh on any machine sharing
+    the server and prefix is refused too. ``clock`` decides the lease's expiry (tests move it).
+    """
+    lock = FileLock(Path(settings.data_dir) / REFRESH_LOCK, "an index refresh").acquire()
+    if getattr(settings, "vector_store", "scann") != "milvus":
+        return RefreshLock(lock)
+    from core.index.milvus_lock import MilvusLockBusy, MilvusRefreshLock
+
+    try:
+        shared = MilvusRefreshLock(settings, clock=clock).acquire()
+    except MilvusLockBusy as busy:
+        lock.release()
+        lease = busy.lease
+        raise LockBusyError(f"an index refresh is already running (pid {lease.pid} on {lease.host})",
+                            lease.pid, lease.host) from None
+    except BaseException:
+        lock.release()
+        raise
+    return RefreshLock(lock, shared)
+
+
+def refresh_holder_of(settings: Any, *, clock: Callable[[], float] = time.time) -> RefreshHolder | None:
+    """Who runs a refresh for these settings: the data directory's flock holder, else (on Milvus)
+    the holder of a fresh lease, on any machine. None when nobody does."""
+    pid = refresh_holder(Path(settings.data_dir))
+    if pid is not None:
+        return RefreshHolder(pid)
+    if getattr(settings, "vector_store", "scann") != "milvus":
+        return None
+    from core.index.milvus_lock import holder
+
+    lease = holder(settings, clock=clock)
+    return None if lease is None else RefreshHolder(lease.pid or 0, lease.host or None)
