@@ -195,3 +195,36 @@ def test_the_bot_names_a_holder_on_another_machine():
     assert _holder_text(RefreshHolder(123)) == " (pid 123)"
     assert _holder_text(RefreshHolder(123, "machine-b")) == " (pid 123 on machine-b)"
     assert _holder_text(RefreshHolder(0)) == ""
+
+
+@pytest.mark.slow
+def test_a_breaker_that_died_mid_way_blocks_only_until_its_own_lease_expires(tmp_path: Path, milvus_uri: str):
+    """Breaking is guarded by a second alias; a breaker killed while holding it (posed here: its
+    guard made, then nothing) leaves a guard whose own lease expires like any other."""
+    from core.index.milvus_lock import MilvusLockBusy, MilvusRefreshLock, _break_alias
+    from core.index.vectorstore_milvus import _pymilvus, connect
+
+    clock = Clock(1000.0)
+    a = _settings(tmp_path / "a", milvus_uri, "guard")
+    holder = MilvusRefreshLock(a, clock=clock, ttl_s=60, host="machine-a", machine="machine-a/boot",
+                               heartbeat=False).acquire()  # lease until 1060, then silent
+    clock.now = 1050.0
+    dead = MilvusRefreshLock(a, clock=clock, ttl_s=60, host="machine-c", machine="machine-c/boot")
+    pm, using = _pymilvus(), connect(a)
+    dead.collection = dead._create_own(pm, using)  # its lease: until 1110
+    assert dead._alias(pm, using, _break_alias(a, holder.collection))  # ...and it dies here
+    b = _settings(tmp_path / "b", milvus_uri, "guard")
+    clock.now = 1061.0
+    with pytest.raises(MilvusLockBusy) as busy:  # the holder is stale, but someone is breaking it
+        MilvusRefreshLock(b, clock=clock, ttl_s=60, heartbeat=False).acquire()
+    assert busy.value.lease.host == "machine-a"
+    clock.now = 1110.5
+    with MilvusRefreshLock(b, clock=clock, ttl_s=60, heartbeat=False) as lock:
+        assert lock.broke.host == "machine-a"
+        assert _left_behind(b)[0] == [lock.collection]  # the dead holder's and dead breaker's are gone
+    assert _left_behind(b) == ([], None)
+    from core.index.milvus_lock import _alias_target
+
+    assert _alias_target(pm, using, _break_alias(a, holder.collection)) is None  # the guard went too
+    holder.release()  # finds the lock gone and takes nothing from anyone
+    assert _left_behind(b) == ([], None)

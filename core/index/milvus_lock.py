@@ -23,6 +23,10 @@ exists (checked in the root coordinator, so it is an atomic test-and-set). The l
   that saw the same stale lease only one goes on; it re-reads the lock, and only if the alias still
   names that stale lease does it drop the alias and create its own. A collection name is never
   reused, so once broken the alias never names that lease again and a late breaker's re-read fails.
+  A breaker that dies between its guard and its take-over leaves the guard on its own collection,
+  whose lease (written at creation, never renewed) goes stale in turn; the next breaker clears it.
+  "The same machine" means the same host name, boot id and pid namespace (containers sharing one
+  kernel and host name number their processes apart).
 * **Release:** drop the alias (if it still names us), then the collection.
 
 The race window that remains, honestly: breaking is "drop alias, create alias", two calls. If the
@@ -75,14 +79,19 @@ def _break_alias(settings: Any, collection: str) -> str:
 
 
 def machine_id() -> str:
-    """This machine for the "is its pid still running" test: the host name and the kernel's boot
-    id (a rebooted machine's pids are all new)."""
+    """Where a pid means the same process, for the "is its holder still running" test: the host
+    name, the kernel's boot id (a rebooted machine's pids are all new) and the pid namespace (two
+    containers on one kernel, even with one host name, each number their own processes)."""
     try:
         with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
             boot = f.read().strip()
     except OSError:
         boot = ""
-    return f"{socket.gethostname()}/{boot}"
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pidns = ""
+    return f"{socket.gethostname()}/{boot}/{pidns}"
 
 
 def _pid_runs(pid: int) -> bool:
@@ -146,14 +155,14 @@ def _alias_target(pm, using: str, alias: str) -> str | None:
     return None if code else (reply.collection or None)
 
 
-def read_lease(settings: Any) -> Lease | None:
-    """The lease the lock alias names now, or None when nobody holds the lock."""
+def read_lease(settings: Any, alias: str | None = None) -> Lease | None:
+    """The lease the lock alias (or the guard ``alias``) names now, or None when nobody holds it."""
     from pymilvus.client.prepare import Prepare
 
     with milvus_errors("reading the refresh lock"):
         pm = _pymilvus()
         using = connect(settings)
-        name = _alias_target(pm, using, lock_alias(settings))
+        name = _alias_target(pm, using, alias or lock_alias(settings))
         if name is None:
             return None
         reply, code = _rpc(pm, using, "DescribeCollection", Prepare.describe_collection_request(name),
@@ -256,7 +265,15 @@ class MilvusRefreshLock:
         """Break ``stale`` if we are the one process allowed to (see the module docstring)."""
         guard = _break_alias(self.settings, stale.collection)
         if not self._alias(pm, using, guard):
-            raise MilvusLockBusy(stale)  # another process is breaking this very lease now
+            breaker = read_lease(self.settings, guard)
+            if breaker is not None and not breaker.stale(self.clock(), self.machine):
+                raise MilvusLockBusy(stale)  # another process is breaking this very lease now
+            # a breaker died mid-way (its own lease, never renewed, is stale): clear its guard once
+            pm.utility.drop_alias(guard, using=using)
+            if breaker is not None:
+                _drop_quietly(pm, using, breaker.collection)
+            if not self._alias(pm, using, guard):
+                raise MilvusLockBusy(stale)
         try:
             again = read_lease(self.settings)
             if again is None or again.collection != stale.collection or not again.stale(self.clock(), self.machine):
