@@ -91,6 +91,11 @@ def child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict
     put("YOUTUBE_OEMBED_URL", settings.youtube_oembed_url)
     put("ECHOVIDS_TEST_DATA", Path(settings.test_data).resolve())
     put("ECHOVIDS_WORKERS", settings.workers)
+    # the store: the child rebuilds into it, and on Milvus takes the cross-machine refresh lock there
+    put("ECHOVIDS_VECTOR_STORE", settings.vector_store)
+    put("ECHOVIDS_MILVUS_URI", settings.milvus_uri)
+    put("ECHOVIDS_MILVUS_TOKEN", settings.milvus_token)
+    put("ECHOVIDS_MILVUS_PREFIX", settings.milvus_prefix)
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env

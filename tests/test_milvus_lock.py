@@ -228,3 +228,16 @@ def test_a_breaker_that_died_mid_way_blocks_only_until_its_own_lease_expires(tmp
     assert _alias_target(pm, using, _break_alias(a, holder.collection)) is None  # the guard went too
     holder.release()  # finds the lock gone and takes nothing from anyone
     assert _left_behind(b) == ([], None)
+
+
+def test_the_bot_refresh_child_gets_the_store_settings(tmp_path: Path):
+    """The bot's settings may not come from the environment (tests, benchmarks): its refresh child
+    must still rebuild into, and take the lock in, the same Milvus."""
+    from bot.refresh_process import child_env
+    from core.config import load_settings
+
+    settings = _settings(tmp_path, "http://milvus.example:19530", "deploy_x", milvus_token="user:pw")
+    env = child_env(settings, base={})
+    child = load_settings(env)
+    assert (child.vector_store, child.milvus_uri, child.milvus_token, child.milvus_prefix) == \
+        ("milvus", "http://milvus.example:19530", "user:pw", "deploy_x")
