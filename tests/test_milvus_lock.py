@@ -49,6 +49,7 @@ def _left_behind(settings: Settings) -> tuple[list[str], str | None]:
 
 @pytest.mark.slow
 def test_a_refresh_held_through_one_data_directory_is_refused_through_another(tmp_path: Path, milvus_uri: str):
+    from core.admin import Admin
     from core.admin.refresh import refresh_index
     from tests.fakes.oembed_server import FakeOEmbed
 
@@ -60,6 +61,7 @@ def test_a_refresh_held_through_one_data_directory_is_refused_through_another(tm
         try:
             assert refresh_holder(b.data_dir) is None  # b's flock is free: only Milvus knows
             assert refresh_holder_of(b) == RefreshHolder(os.getpid(), socket.gethostname())
+            assert Admin(b).refresh_holder() == RefreshHolder(os.getpid(), socket.gethostname())  # the bot's probe
             with pytest.raises(LockBusyError) as busy:  # through the refresh itself
                 refresh_index(b, video_ids=["v0000000000", "v0000000001"], rate_per_s=None, dry_run=True)
             assert str(busy.value) == f"an index refresh is already running (pid {os.getpid()} on {socket.gethostname()})"
