@@ -34,7 +34,7 @@ from core.admin import Admin, IndexStatus
 from core.progress import ProgressEvent
 
 if TYPE_CHECKING:
-    from core.index.lock import RefreshHolder
+    from core.admin import RefreshHolder
     from bot.client import EchoVidsBot
 
 log = logging.getLogger("echovids.bot.moderation")

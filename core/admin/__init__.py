@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.config import Settings
+from core.index.lock import RefreshHolder  # light (fcntl): what refresh_holder() answers
 from core.progress import ProgressCallback
 
 if TYPE_CHECKING:
     from core.admin.refresh import RefreshReport
     from core.fetch import FetchResult
-    from core.index.lock import RefreshHolder
 
-__all__ = ["Admin", "BuildResult", "Embedding", "IndexStatus", "RefreshReport", "SlicedBuild"]
+__all__ = ["Admin", "BuildResult", "Embedding", "IndexStatus", "RefreshHolder", "RefreshReport", "SlicedBuild"]
 
 
 @dataclass(frozen=True)
