@@ -5,7 +5,8 @@ asyncio signal wake-up fd, and tearing the pool down made the bot's own loop see
 down (issue 11 #1). The refresh now runs as ``python -m bot.cli index refresh --progress-json`` in
 its own session (process group): the bot's loop only reads its stdout lines, its crash cannot take
 the bot with it, and stopping it stops its pool workers too (``killpg``). The child holds the data
-directory's refresh lock itself, so the CLI and every bot process see a refresh in progress.
+directory's refresh lock itself (and, on the Milvus store, the lease in Milvus), so the CLI and
+every bot process, on this machine or another, see a refresh in progress.
 The child runs at a lower CPU priority (nice 10, for its whole session: see
 ``bot.terminal.index_refresh.give_way_on_cpu``) so a rebuild gives way to the replies, and it
 watches its stdin pipe: if the bot dies without a word (SIGKILL), the pipe closes and the child

@@ -243,3 +243,29 @@ def test_the_bot_refresh_child_gets_the_store_settings(tmp_path: Path):
     child = load_settings(env)
     assert (child.vector_store, child.milvus_uri, child.milvus_token, child.milvus_prefix) == \
         ("milvus", "http://milvus.example:19530", "user:pw", "deploy_x")
+
+
+@pytest.mark.slow
+def test_the_cli_refuses_a_refresh_held_on_another_machine(tmp_path: Path, milvus_uri: str, small_index_dir: Path,
+                                                            monkeypatch, capsys):
+    """`echovids index refresh` on machine B, with its own data directory, while machine A holds the
+    lease: one line naming A's holder, exit 1, and not one liveness request sent."""
+    import shutil
+
+    from bot.cli import main
+    from core.index.milvus_lock import MilvusRefreshLock
+    from tests.fakes.oembed_server import FakeOEmbed
+
+    data = tmp_path / "b"
+    shutil.copytree(small_index_dir, data, symlinks=True, ignore=shutil.ignore_patterns("liveness.sqlite*"))
+    # A's lease is written by its own clock, far ahead: fresh whatever B's clock says
+    with MilvusRefreshLock(_settings(tmp_path / "a", milvus_uri, "cli"), clock=lambda: 4e9, host="machine-a",
+                           machine="machine-a/boot", heartbeat=False), FakeOEmbed() as fake:
+        for name, value in {"ECHOVIDS_VECTOR_STORE": "milvus", "ECHOVIDS_MILVUS_URI": milvus_uri,
+                            "ECHOVIDS_MILVUS_PREFIX": "cli", "YOUTUBE_OEMBED_URL": fake.url}.items():
+            monkeypatch.setenv(name, value)
+        assert main(["index", "refresh", "--index", str(data), "--dry-run", "--rate", "0"]) == 1
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"echovids: an index refresh is already running (pid {os.getpid()} on machine-a)"]
+        assert fake.total_requests == 0
+    assert _left_behind(_settings(data, milvus_uri, "cli")) == ([], None)  # B's refused run left nothing

@@ -164,8 +164,8 @@ def acquire_refresh_lock(settings: Any, *, clock: Callable[[], float] = time.tim
     except MilvusLockBusy as busy:
         lock.release()
         lease = busy.lease
-        raise LockBusyError(f"an index refresh is already running (pid {lease.pid} on {lease.host})",
-                            lease.pid, lease.host) from None
+        who = f"pid {lease.pid} on {lease.host}" if lease.pid else f"on {lease.host or 'another machine'}"
+        raise LockBusyError(f"an index refresh is already running ({who})", lease.pid, lease.host or None) from None
     except BaseException:
         lock.release()
         raise
