@@ -31,13 +31,19 @@ def summary(report: RefreshReport) -> str:
         lines.append(f"{report.unknown:,} could not be checked (kept in the index; a refresh after a few minutes asks again)")
     if report.dry_run:
         if report.dead or report.revived:
-            lines.append(f"dry run: a refresh would rebuild the index without these {report.dead:,} videos"
+            how = ("delete these {n:,} videos' rows from its Milvus collection" if report.method == "delete"
+                   else "rebuild the index without these {n:,} videos")
+            lines.append("dry run: a refresh would " + how.format(n=report.dead)
                          + (f" (e.g. {', '.join(report.dead_sample[:3])})" if report.dead_sample else ""))
         else:
             lines.append("dry run: the index would stay as it is")
+    elif report.rebuilt and report.method == "delete":
+        lines.append(f"deleted {report.deleted_segments:,} dead clips ({report.deleted_rows:,} seconds) from the "
+                     f"Milvus collection in {report.build_s:.1f} s; now current: {Path(report.new_build or '').name}")
     elif report.rebuilt:
         lines.append(f"rebuilt without {report.excluded:,} dead videos in {report.build_s:.1f} s; "
-                     f"now current: {Path(report.new_build or '').name}")
+                     f"now current: {Path(report.new_build or '').name}"
+                     + (f" ({report.method_reason})" if report.method_reason else ""))
     elif report.stopped:
         lines.append(f"index unchanged (checks incomplete: {report.stopped})")
     else:

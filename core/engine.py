@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.errors import BadQueryError, IndexBrokenError, IndexMissingError, ModelMissingError
+from core.errors import BadQueryError, IndexBrokenError, IndexMissingError, ModelMissingError, RowsGoneError
 from core.index import store
 from core.results import Match, Query, QueryInfo, SearchResponse
 from core.bridge import LabelBridge
@@ -341,10 +341,18 @@ class Engine:
             return SearchResponse(query=QueryInfo("text", None, None), results=[])
         cand = cand[np.argsort(-per_seg[cand], kind="stable")[:2000]]
         # Evidence per second from the stored per-row label view: where the sound is strongest.
-        lens = r.seg_len[cand]
-        rows = np.concatenate([np.arange(r.seg_first[s], r.seg_first[s] + n) for s, n in zip(cand, lens)])
-        owner = np.repeat(np.arange(len(cand)), lens)
-        probs = loaded.build.row_label_probs(rows, len(labelset))
+        while True:
+            lens = r.seg_len[cand]
+            rows = np.concatenate([np.arange(r.seg_first[s], r.seg_first[s] + n) for s, n in zip(cand, lens)])
+            owner = np.repeat(np.arange(len(cand)), lens)
+            try:
+                probs = loaded.build.row_label_probs(rows, len(labelset))
+                break
+            except RowsGoneError as gone:  # clips a refresh deleted after this build was loaded
+                keep = ~np.isin(cand, gone.segments)
+                if keep.all() or not keep.any():
+                    raise
+                cand = cand[keep]
         ev = probs @ w.astype(np.float32) / max(1e-6, w.sum())
         mean_ev = np.bincount(owner, weights=ev, minlength=len(cand)) / lens
         arg = np.zeros(len(cand), dtype=np.int64)

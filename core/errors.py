@@ -28,6 +28,15 @@ class IndexMissingError(EchoVidsError):
     """No index build is current in the data directory."""
 
 
+class RowsGoneError(IndexMissingError):
+    """A remote vector store no longer holds some rows a build asked for: a refresh deleted those
+    clips in place after this build was opened. ``segments`` are the build's ids of those clips."""
+
+    def __init__(self, message: str, segments=()):
+        super().__init__(message)
+        self.segments = list(segments)
+
+
 class IndexBrokenError(IndexMissingError):
     """The current build (and every older build kept beside it) fails verification: truncated or
     altered files, or a format version this code cannot read. A moderator must rebuild."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.errors import RowsGoneError
 from core.hit import Hit
 from core.index.ann import dequantize
 from core.index.labels import ubiquitous_ids
@@ -63,6 +64,13 @@ class Ranker:
         self.store: VectorStore = build.ann
         self.ubiquitous = np.array(ubiquitous_ids(names), dtype=np.int64)
         self.label_is_ubiquitous = np.isin(self.label_idx, self.ubiquitous)
+        # Segments a refresh deleted in place (Milvus): never candidates, even while a search can
+        # still see their rows (the deletion becomes visible to searches a moment after it is sent).
+        removed = getattr(build, "removed_segments", None)
+        self.removed = None
+        if removed is not None and len(removed):
+            self.removed = np.zeros(self.n_segments, bool)
+            self.removed[np.asarray(removed, np.int64)] = True
 
     # -- label evidence -------------------------------------------------------------------------
     def query_label_probs(self, q_u8: np.ndarray) -> np.ndarray | None:
@@ -180,9 +188,10 @@ class Ranker:
         q_u8 = np.ascontiguousarray(q_u8, dtype=np.uint8)
         p = probs if probs is not None else self.query_label_probs(q_u8)
         own = p
-        exclude = None
+        exclude = None if self.removed is None else self.removed.copy()
         if exclude_segments is not None and len(exclude_segments):
-            exclude = np.zeros(self.n_segments, bool)
+            if exclude is None:
+                exclude = np.zeros(self.n_segments, bool)
             exclude[exclude_segments] = True
         ann_hits = self.store.search(q_u8, self.params.ann_k, exclude_segments=exclude_segments)
         votes = self.vote(q_u8, exclude, ann_hits)
@@ -204,7 +213,20 @@ class Ranker:
             cand = cand[~exclude[cand]]
         if len(cand) == 0:
             return [], own
-        off, dist, ac = self.align(q_u8, cand)
+        while True:
+            try:
+                off, dist, ac = self.align(q_u8, cand)
+                break
+            except RowsGoneError as gone:
+                # A build opened before a refresh deleted rows in place (Milvus): its candidates may
+                # name deleted clips. Leave those out rather than fail the query; the next query
+                # reloads the build that no longer lists them.
+                keep = ~np.isin(cand, gone.segments)
+                if keep.all():
+                    raise
+                cand = cand[keep]
+                if len(cand) == 0:
+                    return [], own
         ls = lab[cand] if lab is not None else np.zeros(len(cand), np.float32)
         w = self.params.w_acoustic if lab is not None else 1.0
         score = (1 - w) * ls + w * ac

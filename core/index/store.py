@@ -14,6 +14,8 @@ Layout of ``DATA_DIR``::
         labelhead.npz           the learned label head (core.labelhead)
         row_labels_idx.npy      uint16 [N, K] top-K label indices per row   } the per-second label view
         row_labels_p.npy        uint8  [N, K] their probabilities × 255     } (YAMNet bridge, --text)
+        removed_segments.npy    int64 [R] segments a refresh deleted from a remote store in place
+                                (``core.index.remove_segments``): numbering kept, rows gone
 
 A crash before the rename leaves only a ``.tmp-`` folder (removed by the next build); a crash
 before the pointer swap leaves the old build current. Readers keep whatever build they opened.
@@ -66,6 +68,8 @@ SAMPLE_BLOCKS, SAMPLE_BLOCK = 256, 64 << 10
 SERVED_FILES = ("vectors.npy", "row_segment.npy", "row_second.npy", "row_labels_idx.npy",
                 "row_labels_p.npy", "segments.sqlite")
 SOURCE_AUDIOSET, SOURCE_LIBRARY = 0, 1
+#: Segments removed in place by a refresh on a remote store (see IndexBuild.removed_segments).
+REMOVED_SEGMENTS = "removed_segments.npy"
 SOURCE_NAMES = {SOURCE_AUDIOSET: "audioset", SOURCE_LIBRARY: "library"}
 
 
@@ -397,6 +401,17 @@ class IndexBuild:
         """seg_first_row, seg_len, seg_start, seg_source, label_ptr, label_idx (CSR of clip labels)."""
         with np.load(self.path / "segments.npz") as z:
             return {k: z[k] for k in z.files}
+
+    @cached_property
+    def removed_segments(self) -> np.ndarray:
+        """Sorted ids of segments a refresh removed in place (Milvus: their rows were deleted from the
+        same collection, so segment numbering stays). They are gone from ``segments.sqlite`` and
+        their label lists are empty; the ranker also excludes them while deleted rows may still be
+        visible to searches. Empty for ordinary builds."""
+        f = self.path / REMOVED_SEGMENTS
+        if not f.is_file():
+            return np.zeros(0, np.int64)
+        return np.load(f).astype(np.int64)
 
     @cached_property
     def row_labels(self) -> tuple[np.ndarray, np.ndarray] | None:

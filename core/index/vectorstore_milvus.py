@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import EchoVidsError, IndexMissingError
+from core.errors import EchoVidsError, IndexMissingError, RowsGoneError
 from core.index.ann import cheapest_reaching, dequantize, exact_search, left_out_queries
 from core.index.vectorstore import BuildContext, Neighbours, RowBatch, VectorStore
 
@@ -282,6 +282,46 @@ def current_collection(settings: Any) -> str | None:
     return None
 
 
+def segment_filter(keys: Iterable[int]) -> str:
+    return f"segment in [{','.join(str(int(k)) for k in keys)}]"
+
+
+def rows_of_segments(collection, keys: Sequence[int], *, strong: bool = True) -> int:
+    """Live rows whose ``segment`` is one of ``keys``; Strong consistency sees every write and
+    delete acknowledged before the call (readers search with Bounded, a moment behind)."""
+    if not len(keys):
+        return 0
+    kw = {"consistency_level": "Strong"} if strong else {}
+    res = collection.query(expr=segment_filter(keys), output_fields=["count(*)"], **kw)
+    return int(res[0]["count(*)"])
+
+
+def delete_segments(settings: Any, collection_name: str, keys: Sequence[int], *,
+                    visible_timeout_s: float = 600.0) -> int:
+    """Delete every row of the segments ``keys`` in ONE request, then wait until it is visible.
+
+    One delete request carries one timestamp, so a search sees all of the deletion or none of it.
+    "Visible" is a real condition: a Strong-consistency count of those segments' rows is 0 (it
+    normally is on the first ask: the delete was acknowledged before it). Returns the rows Milvus
+    reports deleted (0 when they were already gone: a repeated delete is harmless).
+    """
+    pm = _pymilvus()
+    with milvus_errors("deleting rows"):
+        collection = pm.Collection(collection_name, using=connect(settings))
+        if not len(keys):
+            return 0
+        res = collection.delete(expr=segment_filter(keys))
+        deadline = time.monotonic() + visible_timeout_s  # a hang guard, not a wait
+        poll = 0.05
+        while (left := rows_of_segments(collection, keys)) > 0:
+            if time.monotonic() > deadline:
+                raise MilvusStoreError(f"collection {collection_name} still shows {left:,} deleted rows "
+                                       f"after {visible_timeout_s:.0f} s")
+            time.sleep(poll)
+            poll = min(1.0, poll * 2)
+        return int(getattr(res, "delete_count", 0) or 0)
+
+
 PUBLISHED = "milvus-published.json"
 
 
@@ -461,10 +501,12 @@ class MilvusStore(VectorStore):
         for lo in range(0, len(pk), QUERY_IDS):
             part = pk[lo:lo + QUERY_IDS]
             got = self.collection.query(expr=f"id in [{','.join(map(str, part.tolist()))}]", output_fields=["vector"])
-            if len(got) != len(part):
-                raise IndexMissingError(f"Milvus collection {self.collection.name} lacks "
-                                        f"{len(part) - len(got)} of the rows asked for")
             got_ids = np.fromiter((g["id"] for g in got), np.int64, len(got))
+            if len(got) != len(part):
+                lost = np.setdiff1d(part, got_ids) >> SECOND_BITS
+                raise RowsGoneError(f"Milvus collection {self.collection.name} lacks "
+                                    f"{len(part) - len(got)} of the rows asked for",
+                                    self._seg_of_key(np.unique(lost)).tolist())
             order = np.argsort(part)
             where = order[np.searchsorted(part[order], got_ids)] + lo
             out[where] = np.asarray([g["vector"] for g in got], np.float32).reshape(len(got), 128)
@@ -480,7 +522,9 @@ class MilvusStore(VectorStore):
 
     @property
     def size(self) -> int:
-        return int(self.ann["rows"])
+        """Live rows: ``ann["rows"]`` is the dense row span the build numbered (kept when a refresh
+        deletes clips in place), less the rows deleted."""
+        return int(self.ann["rows"]) - int((self.ann.get("deleted") or {}).get("rows", 0))
 
     def recall_settings(self) -> dict:
         return {"store": self.kind, "collection": self.collection.name, **self.ann["index"], **self.params,
