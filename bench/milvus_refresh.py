@@ -1,10 +1,14 @@
-"""Refresh on Milvus: delete the gone clips' rows, or rebuild a collection without them? (JSON)
+"""Refresh on Milvus: the drop step `index refresh` runs (delete in place) vs a rebuild without the clips (JSON)
 
 Issue 10 asks refresh to drop gone videos "by rebuilding or by deleting rows, whichever measures
 better; either way, atomic for readers". On all of bal_train (220 k seconds) in a local server started
-here: the build (insert + index + tune), then 20 random clips deleted with one ``segment in [...]``
-request (one timestamp: a search sees all of it or none of it), the time until searches no longer
-return those rows, the live row count, and a rebuild of the same rows without them.
+here: the ordinary build pipeline (``build_index``, label head included) on Milvus, then 20 random
+videos dropped the way ``index refresh`` does it on Milvus (``core.admin.refresh._drop_in_place``:
+derive the build directory without them, swap ``CURRENT``, delete their rows in one
+``segment in [...]`` request and wait for a Strong count of 0), timed per step; the time until a
+Bounded search (what readers use) no longer returns those rows; and, for comparison, the rebuild a
+refresh would otherwise run (``build_index`` with the 20 videos excluded: new collection, index,
+tune, alias).
 
 usage: .venv/bin/python bench/milvus_refresh.py   (no other Milvus server may run: etcd port 2380)
 """
@@ -21,23 +25,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.admin.refresh import RefreshReport, _drop_in_place  # noqa: E402
 from core.config import Settings, load_settings  # noqa: E402
+from core.index import store  # noqa: E402
 from core.index import vectorstore_milvus as vm  # noqa: E402
 from core.index.ann import dequantize  # noqa: E402
-from core.index.tfrecord import list_shards, read_shard  # noqa: E402
+from core.index.builder import build_index  # noqa: E402
 
 
 def main() -> None:
-    bal = Path(load_settings(dotenv=False).test_data) / "audioset_v1_embeddings" / "bal_train"
-    vecs, keys, secs = [], [], []
-    for s, rec in enumerate(r for sh in list_shards([bal]) for r in read_shard(sh)):
-        n = len(rec.embeddings)
-        if n:
-            vecs.append(rec.embeddings)
-            keys.append(np.full(n, s))
-            secs.append(np.arange(n))
-    v, k, sec = np.concatenate(vecs), np.concatenate(keys), np.concatenate(secs)
-    work = Path(tempfile.mkdtemp(prefix="mvdel-"))
+    shared = Path(load_settings(dotenv=False).test_data)
+    bal = shared / "audioset_v1_embeddings" / "bal_train"
+    work = Path(tempfile.mkdtemp(prefix="mvref-"))
     from milvus import MilvusServer, MilvusServerConfig  # the `milvus` package's standalone server (as bench/search.py)
 
     srv = MilvusServer(MilvusServerConfig(data_dir=str(work / "srv")))
@@ -45,35 +44,52 @@ def main() -> None:
     uri = f"http://127.0.0.1:{srv.listen_port}"
     out: dict = {}
     try:
-        st = Settings(data_dir=work, vector_store="milvus", milvus_uri=uri, milvus_prefix="del")
+        st = Settings(data_dir=work / "data", audioset_meta=shared / "audioset_meta", vector_store="milvus",
+                      milvus_uri=uri, milvus_prefix="ref")
         t = time.time()
-        col = vm.create_collection(st, "del_full")
-        vm.insert_rows(col, v, k, sec)
-        man = vm.index_and_tune(st, col, len(v), v, k, sec)
+        build_index(st, audioset_dirs=[bal])
         out["build_s"] = round(time.time() - t, 1)
-        out["params"] = man["search"]
+        build = store.open_current(st.data_dir, st)
+        out["rows"] = build.size
+        out["params"] = build.manifest["ann"]["search"]
         rng = np.random.default_rng(0)
-        gone = rng.choice(np.unique(k), 20, replace=False)
-        q = dequantize(v[np.isin(k, gone)][:10])
+        gone = sorted(rng.choice(build.video_ids(), 20, replace=False).tolist())
+        segs = sorted(s.id for v in gone for s in build.segments_of_video(v))
+        probe = build.ann.vectors(np.concatenate([
+            np.arange(build.segments["seg_first_row"][s], build.segments["seg_first_row"][s] + 1) for s in segs]))
+        collection = vm._pymilvus().Collection(build.manifest["ann"]["collection"], using=vm.connect(st))
+
+        marks: dict[str, float] = {}
+
+        def progress(e) -> None:  # the drop step's own events: derive 0/1, derive 1/1 (swapped), delete 0/N, N/N
+            marks.setdefault(f"{e.stage}_{e.done}", time.time())
+
+        report = RefreshReport()
         t = time.time()
-        res = col.delete(expr=f"segment in [{','.join(map(str, gone.tolist()))}]")
-        out["delete_call_ms"] = round((time.time() - t) * 1000, 1)
-        out["delete_count"] = res.delete_count
-        # from the delete request until a search no longer returns any gone row (Bounded consistency)
+        new_path = _drop_in_place(st, build, frozenset(gone), progress, report)
+        end = time.time()
+        delete_sent = marks["delete_0"]
+        out["drop_step_ms"] = round((end - t) * 1000, 1)
+        out["derive_and_swap_ms"] = round((marks["derive_1"] - t) * 1000, 1)
+        out["delete_until_strong_count_0_ms"] = round((end - delete_sent) * 1000, 1)
+        out["deleted_clips"], out["deleted_rows"] = report.deleted_segments, report.deleted_rows
+        # from the delete request until a Bounded search (what readers use) no longer returns a gone row
+        gone_keys = set(segs)
         while True:
-            got = col.search(q, "vector", {"metric_type": "L2", "params": {"nprobe": 32}}, limit=5, output_fields=["segment"])
-            if not any(h.entity.get("segment") in set(gone.tolist()) for hits in got for h in hits):
+            got = collection.search(dequantize(probe), "vector", {"metric_type": "L2", "params": {"nprobe": 32}},
+                                    limit=5, output_fields=["segment"])
+            if not any(h.entity.get("segment") in gone_keys for hits in got for h in hits):
                 break
             time.sleep(0.05)
-        out["gone_from_search_ms"] = round((time.time() - t) * 1000, 1)
-        out["rows_after"] = vm.count_rows(col)
-        out["expected_rows"] = int(len(v) - np.isin(k, gone).sum())
+        out["gone_from_bounded_search_ms"] = round((time.time() - delete_sent) * 1000, 1)
+        out["rows_after"] = vm.count_rows(collection)
+        out["expected_rows"] = build.size - report.deleted_rows
+        out["same_collection"] = store.IndexBuild(new_path).manifest["ann"]["collection"] == collection.name \
+            == vm.current_collection(st)
         t = time.time()
-        keep = ~np.isin(k, gone)
-        col2 = vm.create_collection(st, "del_rebuild")
-        vm.insert_rows(col2, v[keep], k[keep], sec[keep])
-        vm.index_and_tune(st, col2, int(keep.sum()), v[keep], k[keep], sec[keep])
+        build_index(st, audioset_dirs=[bal], exclude_video_ids=frozenset(gone))
         out["rebuild_s"] = round(time.time() - t, 1)
+        out["loadavg"] = [round(x, 2) for x in __import__("os").getloadavg()]
     finally:
         srv.stop()
     print(json.dumps(out))

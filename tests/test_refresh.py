@@ -432,3 +432,19 @@ def open_current_ids(data: Path) -> list[str]:
     from core.index.store import open_current
 
     return sorted(open_current(data).video_ids())
+
+
+def test_summary_says_how_dead_videos_were_dropped():
+    from bot.refresh_summary import summary
+    from core.admin.refresh import RefreshReport
+
+    deleted = RefreshReport(indexed=50, dead=2, rebuilt=True, method="delete", deleted_segments=3, deleted_rows=30,
+                            build_s=0.8, new_build="/data/builds/20260101T000000-abc123")
+    text = summary(deleted)
+    assert "deleted 3 dead clips (30 seconds) from the Milvus collection in 0.8 s" in text
+    assert "now current: 20260101T000000-abc123" in text and "/data" not in text
+    rebuilt = RefreshReport(indexed=50, revived=1, rebuilt=True, method="rebuild", build_s=60.0, new_build="/b/x",
+                            method_reason="1 videos left out earlier play again: their rows must be inserted")
+    assert "rebuilt without 0 dead videos in 60.0 s; now current: x (1 videos left out earlier play again" in summary(rebuilt)
+    plan = RefreshReport(indexed=50, dead=2, dry_run=True, method="delete", dead_sample=["a", "b"])
+    assert "dry run: a refresh would delete these 2 videos' rows from its Milvus collection" in summary(plan)

@@ -47,6 +47,10 @@ def run(args, settings) -> int:
               f"{ann.get('index', {}).get('index_type')} nlist {ann.get('index', {}).get('nlist')}, "
               f"nprobe {ann.get('search', {}).get('nprobe')} reorder_k {ann.get('search', {}).get('reorder_k')}, "
               f"recall@10 {ann.get('tuned_recall_at_10')}")
+        deleted = ann.get("deleted") or {}
+        if deleted.get("segments"):
+            print(f"deleted         {deleted['segments']:,} clips ({deleted.get('rows', 0):,} seconds) removed in place "
+                  f"by refreshes (same collection)")
     else:
         print(f"scann           {len(shards)} shard(s), {kinds}" + (f" ({tuned})" if tuned else ""))
     lh = m.get("labelhead")
