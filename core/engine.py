@@ -350,8 +350,10 @@ class Engine:
                 break
             except RowsGoneError as gone:  # clips a refresh deleted after this build was loaded
                 keep = ~np.isin(cand, gone.segments)
-                if keep.all() or not keep.any():
+                if keep.all():
                     raise
+                if not keep.any():
+                    return SearchResponse(query=QueryInfo("text", None, None), results=[])
                 cand = cand[keep]
         ev = probs @ w.astype(np.float32) / max(1e-6, w.sum())
         mean_ev = np.bincount(owner, weights=ev, minlength=len(cand)) / lens
