@@ -445,6 +445,7 @@ def test_summary_says_how_dead_videos_were_dropped():
     assert "now current: 20260101T000000-abc123" in text and "/data" not in text
     rebuilt = RefreshReport(indexed=50, revived=1, rebuilt=True, method="rebuild", build_s=60.0, new_build="/b/x",
                             method_reason="1 videos left out earlier play again: their rows must be inserted")
-    assert "rebuilt without 0 dead videos in 60.0 s; now current: x (1 videos left out earlier play again" in summary(rebuilt)
+    assert ("rebuilt without 0 dead videos in 60.0 s; now current: x (1 videos left out earlier play again"
+            in summary(rebuilt))
     plan = RefreshReport(indexed=50, dead=2, dry_run=True, method="delete", dead_sample=["a", "b"])
     assert "dry run: a refresh would delete these 2 videos' rows from its Milvus collection" in summary(plan)

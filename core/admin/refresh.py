@@ -1,4 +1,5 @@
-"""``index refresh``: re-check every indexed video, then rebuild without the dead ones, then swap.
+"""``index refresh``: re-check every indexed video, then drop the dead ones and swap (rebuild, or
+delete in place on Milvus).
 
 This is orchestration, so it lives in the admin service: liveness only checks and records
 (:mod:`core.liveness.recheck`), the builder only builds (:mod:`core.index.builder`); this module
@@ -88,7 +89,8 @@ async def arefresh_index(
     rebuild: RebuildFn | None = None,
     **check_options: Any,
 ) -> RefreshReport:
-    """Check stale videos, then rebuild without the dead ones (see the module docstring).
+    """Check stale videos, then drop the dead ones: a rebuild, or on Milvus a delete in place (see the
+    module docstring).
 
     ``video_ids`` replaces the current build's ids (tools and tests that only want the check phase;
     nothing is rebuilt then). ``rebuild`` replaces ``core.index.builder.build_index`` (same signature).
