@@ -110,6 +110,32 @@ def test_a_stale_lease_is_broken_and_its_silent_holder_learns_it(tmp_path: Path,
     assert _left_behind(b) == ([], None)
 
 
+@pytest.mark.slow
+def test_a_refresh_confirms_its_lease_before_publishing(tmp_path: Path, milvus_uri: str):
+    """What a refresh calls right before its swap: fine while the lease is ours, LockLostError once a
+    stall let another process break it (the refresh then discards its build: test_refresh.py)."""
+    from core.index.lock import REFRESH_LOCK, FileLock, LockLostError, RefreshLock
+    from core.index.milvus_lock import MilvusRefreshLock
+
+    clock = Clock(1000.0)
+    a = _settings(tmp_path / "a", milvus_uri, "confirm")
+    b = _settings(tmp_path / "b", milvus_uri, "confirm")
+    held = RefreshLock(FileLock(tmp_path / "a" / REFRESH_LOCK).acquire(),
+                       MilvusRefreshLock(a, clock=clock, ttl_s=60, host="machine-a", machine="machine-a/boot",
+                                         heartbeat=False).acquire())
+    other = MilvusRefreshLock(b, clock=clock, ttl_s=60, heartbeat=False)
+    try:
+        held.confirm()  # ours: and confirming renews the lease to 1060
+        clock.now = 1060.5
+        other.acquire()  # the holder stalled past its lease: broken
+        with pytest.raises(LockLostError, match="taken over"):
+            held.confirm()
+    finally:
+        held.release()
+        other.release()
+    assert _left_behind(b) == ([], None)
+
+
 HOLD = """
 import sys
 sys.path.insert(0, {root!r})

@@ -196,6 +196,34 @@ def test_full_refresh_rebuilds_without_dead_and_swaps_atomically(fake, tmp_path,
     assert set(open_current(data).video_ids()) == set(old_ids) - {private, invalid}
 
 
+def test_a_refresh_that_lost_its_lock_publishes_nothing(fake, tmp_path, small_index_dir, audioset_meta, monkeypatch):
+    """The last step before a refresh makes its build current is confirming it still holds its lock
+    (on Milvus a stalled refresh can lose its lease to another): refused there, the finished build
+    is discarded and the old one stays current. The takeover itself is tested against a real Milvus
+    in test_milvus_lock.py; here the confirmation is made to refuse."""
+    from core.index import lock as lock_module
+    from core.index.store import BUILDS, open_current, read_pointer
+
+    data = copy_data_dir(small_index_dir, tmp_path / "data")
+    before, builds = read_pointer(data), sorted(p.name for p in (data / BUILDS).iterdir())
+    old_ids = open_current(data).video_ids()
+    fake.script(old_ids[2], GONE)
+    asked: list[bool] = []
+
+    def refuse(self) -> None:
+        asked.append(True)
+        raise lock_module.LockLostError("taken over")
+
+    monkeypatch.setattr(lock_module.RefreshLock, "confirm", refuse)
+    settings = settings_for(data, fake).with_overrides(audioset_meta=audioset_meta)
+    with pytest.raises(lock_module.LockLostError):
+        refresh_index(settings, rate_per_s=None)
+    assert asked == [True]  # asked once, after the whole rebuild, before the swap
+    assert read_pointer(data) == before
+    assert sorted(p.name for p in (data / BUILDS).iterdir()) == builds  # the new build was discarded
+    assert lock_module.refresh_holder(data) is None  # and the lock released
+
+
 @pytest.mark.slow
 def test_cli_dry_run_changes_nothing_and_reports(fake, tmp_path, small_index_dir, monkeypatch, capsys):
     from bot.cli import main

@@ -127,9 +127,11 @@ async def arefresh_index(
             t1 = time.monotonic()
             # Both ways block (files, SQLite, Milvus calls; the build is CPU-heavy): off the loop.
             if report.method == "delete":
-                new_path = await asyncio.to_thread(_drop_in_place, settings, build, dead_ids, progress, report)
+                new_path = await asyncio.to_thread(_drop_in_place, settings, build, dead_ids, progress, report,
+                                                   lock.confirm)
             else:
-                new_path = await asyncio.to_thread(_rebuild, settings, build, dead_ids, progress, rebuild)
+                new_path = await asyncio.to_thread(_rebuild, settings, build, dead_ids, progress, rebuild,
+                                                   lock.confirm)
             report.build_s = round(time.monotonic() - t1, 3)
             report.rebuilt = True
             report.new_build = str(new_path)
@@ -149,7 +151,7 @@ def _method(build, report: RefreshReport) -> tuple[str, str | None]:
 
 
 def _drop_in_place(settings: Settings, build, dead: frozenset[str], progress: ProgressCallback,
-                   report: RefreshReport) -> Path:
+                   report: RefreshReport, confirm: Callable[[], None] = lambda: None) -> Path:
     """Milvus: delete the dead videos' rows from the current collection; returns the new build.
 
     The order, and why (readers reload the current build before every query; a search that is
@@ -186,6 +188,7 @@ def _drop_in_place(settings: Settings, build, dead: frozenset[str], progress: Pr
     progress(ProgressEvent("derive", 0, 1, "builds", f"{len(segs):,} clips of {len(ids):,} videos"))
     tmp, build_id, manifest = derive_without(data_dir, build, segs, ids)
     try:
+        confirm()  # still our lock (LockLostError if a stall let another refresh take it): then swap
         final = store.commit_build(data_dir, tmp, build_id)
     except BaseException:
         store.discard_build(tmp)
@@ -241,12 +244,12 @@ def _current_ids(data_dir: Path):
 
 
 def _rebuild(settings: Settings, build, exclude: frozenset[str], progress: ProgressCallback,
-             rebuild: RebuildFn | None) -> Path:
+             rebuild: RebuildFn | None, confirm: Callable[[], None] = lambda: None) -> Path:
     if rebuild is None:
         from core.index.builder import build_index as rebuild
     audioset_dirs, library_dirs = _sources(build, settings)
     return rebuild(settings, audioset_dirs=audioset_dirs, library_dirs=library_dirs,
-                   exclude_video_ids=exclude, progress=progress)
+                   exclude_video_ids=exclude, progress=progress, before_commit=confirm)
 
 
 def _sources(build, settings: Settings) -> tuple[tuple[Path, ...], tuple[Path, ...]]:

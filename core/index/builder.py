@@ -73,6 +73,7 @@ def build_index(
     train_head: bool = True,
     read_shards: Callable[[list[Path]], Iterable] | None = None,
     store_options: dict | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> Path:
     """Build a new index in ``settings.data_dir`` and make it current; returns the build path.
 
@@ -271,6 +272,8 @@ def build_index(
         manifest["loadavg"] = [round(x, 2) for x in os.getloadavg()]
         manifest["files"] = store.record_files(tmp)  # sizes + digests, checked whenever it is opened
         (tmp / store.MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if before_commit is not None:
+            before_commit()  # e.g. a refresh confirming it still holds its lock; raising discards the build
         final = store.commit_build(data_dir, tmp, build_id)
     except BaseException:
         store.discard_build(tmp)

@@ -126,12 +126,31 @@ class RefreshHolder:
     host: str | None = None
 
 
+class LockLostError(EchoVidsError):
+    """The Milvus lease of a running refresh was taken over (it expired: the process stalled)."""
+
+
 class RefreshLock:
     """The data directory's flock, plus the Milvus lease when the index lives in Milvus."""
 
     def __init__(self, file_lock: FileLock, milvus_lock: Any | None = None):
         self.file_lock = file_lock
         self.milvus_lock = milvus_lock
+
+    def confirm(self) -> None:
+        """Raise LockLostError if another process took the Milvus lease over; called right before a
+        refresh makes its build current, so a refresh that stalled past its lease (and whose lock a
+        second refresh has since taken) stops without publishing instead of racing the other one.
+
+        The flock cannot be lost while this process lives. A Milvus server that does not answer
+        here is not proof of a takeover: the publish step that follows needs the server anyway and
+        fails on its own.
+        """
+        lease = self.milvus_lock
+        if lease is not None and not lease.beat() and lease.lost.is_set():
+            raise LockLostError("this refresh stopped before publishing its build: the refresh lock in Milvus was "
+                                "taken over while it ran (its lease expired, so this process had stalled); "
+                                "the other refresh carries on")
 
     def release(self) -> None:
         try:

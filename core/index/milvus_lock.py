@@ -32,8 +32,9 @@ exists (checked in the root coordinator, so it is an atomic test-and-set). The l
 The race window that remains, honestly: breaking is "drop alias, create alias", two calls. If the
 holder was not dead but stalled longer than the TTL (a frozen VM, a partition from Milvus, a clock
 stepped forward by more than the TTL) it loses the lock while it still runs: its heartbeat notices
-(``lost``) and logs it, but the refresh already under way is not stopped, so two refreshes may
-overlap. Between a breaker's re-read and its ``drop_alias`` (milliseconds) a holder thought dead
+(``lost``) and logs it, and the refresh confirms the lease right before it publishes
+(``core.index.lock.RefreshLock.confirm``: LockLostError, its build discarded), so the two overlap
+only in work, unless the stall falls between that confirmation and the swap. Between a breaker's re-read and its ``drop_alias`` (milliseconds) a holder thought dead
 could also release and a third process acquire, whose alias the breaker would then drop. Expiry
 compares the holder's clock with the reader's: machines' clocks must agree to well within the TTL
 (NTP does). Rebuilds publish by atomic alias/pointer switches, so an overlap costs a wasted
