@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.errors import BadQueryError, IndexBrokenError, IndexMissingError, ModelMissingError, RowsGoneError
+from core.errors import BadQueryError, IndexBrokenError, IndexMissingError, ModelMissingError
 from core.index import store
 from core.results import Match, Query, QueryInfo, SearchResponse
 from core.bridge import LabelBridge
 from core.heard import Ontology
 from core.heard import heard as heard_policy
 from core.hit import Hit
-from core.search import Ranker
+from core.search import Ranker, without_gone
 from core.youtube import parse_youtube, timestamped_url, youtube_url
 
 if TYPE_CHECKING:
@@ -341,20 +341,15 @@ class Engine:
             return SearchResponse(query=QueryInfo("text", None, None), results=[])
         cand = cand[np.argsort(-per_seg[cand], kind="stable")[:2000]]
         # Evidence per second from the stored per-row label view: where the sound is strongest.
-        while True:
-            lens = r.seg_len[cand]
-            rows = np.concatenate([np.arange(r.seg_first[s], r.seg_first[s] + n) for s, n in zip(cand, lens)])
-            owner = np.repeat(np.arange(len(cand)), lens)
-            try:
-                probs = loaded.build.row_label_probs(rows, len(labelset))
-                break
-            except RowsGoneError as gone:  # clips a refresh deleted after this build was loaded
-                keep = ~np.isin(cand, gone.segments)
-                if keep.all():
-                    raise
-                if not keep.any():
-                    return SearchResponse(query=QueryInfo("text", None, None), results=[])
-                cand = cand[keep]
+        def evidence(c: np.ndarray):
+            lens = r.seg_len[c]
+            rows = np.concatenate([np.arange(r.seg_first[s], r.seg_first[s] + n) for s, n in zip(c, lens)])
+            return lens, np.repeat(np.arange(len(c)), lens), loaded.build.row_label_probs(rows, len(labelset))
+
+        cand, got = without_gone(cand, evidence)  # clips a refresh deleted after this build was loaded
+        if got is None:
+            return SearchResponse(query=QueryInfo("text", None, None), results=[])
+        lens, owner, probs = got
         ev = probs @ w.astype(np.float32) / max(1e-6, w.sum())
         mean_ev = np.bincount(owner, weights=ev, minlength=len(cand)) / lens
         arg = np.zeros(len(cand), dtype=np.int64)

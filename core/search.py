@@ -18,7 +18,9 @@ The final score in [0, 1] mixes the label fit with the aligned acoustic similari
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -27,6 +29,8 @@ from core.hit import Hit
 from core.index.ann import dequantize
 from core.index.labels import ubiquitous_ids
 from core.index.vectorstore import Neighbours, VectorStore
+
+T = TypeVar("T")
 
 #: Mean squared-L2 distance per aligned second below which a match is taken as the same audio.
 #: Genuine different-clip neighbours sit above ~30 (1st percentile on bal_train); the same clip
@@ -43,6 +47,26 @@ class SearchParams:
     w_acoustic: float = 0.15         # weight of acoustic similarity in the final score
     w_strict: float = 0.6            # weight of the label fit ignoring Speech/Music
     w_knn: float = 0.3               # weight of the acoustic neighbours' labels in the query's label probabilities
+
+
+def without_gone(cand: np.ndarray, fetch: Callable[[np.ndarray], T]) -> tuple[np.ndarray, T | None]:
+    """``fetch(cand)``, retried without the clips a :class:`RowsGoneError` names, as
+    ``(candidates kept, result)``; the result is None when no candidate is left.
+
+    A build opened before a refresh deleted rows in place (Milvus) may still name deleted clips
+    among its candidates: leaving them out beats failing the query, and the next query reloads the
+    build that no longer lists them. An error naming none of the candidates is raised as it is.
+    """
+    while True:
+        try:
+            return cand, fetch(cand)
+        except RowsGoneError as gone:
+            keep = ~np.isin(cand, gone.segments)
+            if keep.all():
+                raise
+            cand = cand[keep]
+            if len(cand) == 0:
+                return cand, None
 
 
 class Ranker:
@@ -213,20 +237,10 @@ class Ranker:
             cand = cand[~exclude[cand]]
         if len(cand) == 0:
             return [], own
-        while True:
-            try:
-                off, dist, ac = self.align(q_u8, cand)
-                break
-            except RowsGoneError as gone:
-                # A build opened before a refresh deleted rows in place (Milvus): its candidates may
-                # name deleted clips. Leave those out rather than fail the query; the next query
-                # reloads the build that no longer lists them.
-                keep = ~np.isin(cand, gone.segments)
-                if keep.all():
-                    raise
-                cand = cand[keep]
-                if len(cand) == 0:
-                    return [], own
+        cand, aligned = without_gone(cand, lambda c: self.align(q_u8, c))
+        if aligned is None:
+            return [], own
+        off, dist, ac = aligned
         ls = lab[cand] if lab is not None else np.zeros(len(cand), np.float32)
         w = self.params.w_acoustic if lab is not None else 1.0
         score = (1 - w) * ls + w * ac
