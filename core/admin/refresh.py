@@ -223,10 +223,11 @@ def _keys(build, segments: list[int]) -> list[int]:
     """Milvus ``segment`` keys of dense segment ids (a sharded ingest's keys are sparse)."""
     import numpy as np
 
-    ann = build.manifest["ann"]
-    if ann.get("segment_keys") in (None, "dense"):
+    from core.index.vectorstore_milvus import segment_keys_of
+
+    keys = segment_keys_of(build)
+    if keys is None:
         return [int(s) for s in segments]
-    keys = np.load(build.path / ann["segment_keys"])
     return keys[np.asarray(segments, np.int64)].astype(np.int64).tolist()
 
 

@@ -209,7 +209,7 @@ def _tuning_set(truth_vectors: np.ndarray, truth_keys: np.ndarray, truth_seconds
     exact, exact_d = exact_search(truth_vectors[kept], q, 10)
     exact = kept[exact]
     exact_pk = (keys[exact] << SECOND_BITS) | np.asarray(truth_seconds, np.int64)[exact]
-    return q, exact_pk, exact_d, f"segment not in [{','.join(map(str, out.tolist()))}]"
+    return q, exact_pk, exact_d, segment_filter(out.tolist(), inside=False)
 
 
 def _recall_with_ties(got_pk: np.ndarray, got_d: np.ndarray, exact_pk: np.ndarray, exact_d: np.ndarray) -> float:
@@ -282,8 +282,18 @@ def current_collection(settings: Any) -> str | None:
     return None
 
 
-def segment_filter(keys: Iterable[int]) -> str:
-    return f"segment in [{','.join(str(int(k)) for k in keys)}]"
+def segment_filter(keys: Iterable[int], *, inside: bool = True) -> str:
+    """The scalar filter on rows whose ``segment`` is (``inside``) or is not one of ``keys``."""
+    return f"segment {'in' if inside else 'not in'} [{','.join(str(int(k)) for k in keys)}]"
+
+
+def segment_keys_of(build: Any) -> np.ndarray | None:
+    """The Milvus ``segment`` key of each of a build's segments (a sharded ingest's sparse keys), or
+    None when the keys are the dense segment ids."""
+    ann = build.manifest["ann"]
+    if ann.get("segment_keys") in (None, "dense"):
+        return None
+    return np.load(build.path / ann["segment_keys"])
 
 
 def rows_of_segments(collection, keys: Sequence[int], *, strong: bool = True) -> int:
@@ -431,10 +441,7 @@ class MilvusStore(VectorStore):
                                         f"{settings.milvus_uri}; run `echovids index build` again")
             collection = pm.Collection(name, using=using)
             collection.load()  # a no-op when loaded; reloads after a server restart
-            keys = None
-            if ann.get("segment_keys") not in (None, "dense"):
-                keys = np.load(build.path / ann["segment_keys"])
-            return cls(collection, ann, build.segments["seg_first_row"], keys)
+            return cls(collection, ann, build.segments["seg_first_row"], segment_keys_of(build))
 
     def _seg_of_key(self, keys: np.ndarray) -> np.ndarray:
         if self.seg_keys is None:
@@ -451,7 +458,7 @@ class MilvusStore(VectorStore):
             expr = None
             if exclude_segments is not None and len(exclude_segments):
                 keys = self._key_of_seg(np.asarray(exclude_segments, np.int64))
-                expr = f"segment not in [{','.join(map(str, keys.tolist()))}]"
+                expr = segment_filter(keys.tolist(), inside=False)
             params = {"metric_type": "L2",
                       "params": {"nprobe": self.params["nprobe"], "reorder_k": max(k, self.params["reorder_k"])}}
             res = self.collection.search(q, "vector", params, limit=k, expr=expr)
