@@ -9,7 +9,7 @@ HOP_SAMPLES = 7680
 #: query is heard in a window every 0.24 s. Why (core.yamnet.framing.phase_offsets): an event is
 #: heard fully only when it lies inside one 0.975 s window, which the 0.48 s grid promises for events
 #: up to 0.495 s and a 0.24 s grid for events up to 0.735 s (a bark, a sneeze, a crackle). Two phases
-#: cost twice the model time (a 10 s note: ~60 ms of a 100 ms budget, bench/yamnet.py).
+#: cost twice the model time (a 10 s note: 42.6 ms p50 of a 100 ms budget, bench/yamnet.py).
 LISTEN_PHASES = 2
 YAMNET_CLASSES = 521
 AUDIOSET_CLASSES = 527
