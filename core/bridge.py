@@ -249,14 +249,11 @@ class LabelBridge:
 
     def _with_ancestors(self, seg: np.ndarray, labs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(segment, label) entries plus every ontology ancestor of each label, without repeats."""
-        ancestors: list[list[int]] = [[] for _ in range(self.n_labels)]
-        for parent, below in enumerate(self.ontology.descendants):
-            for child in below:
-                if child < self.n_labels:
-                    ancestors[child].append(parent)
         extra_s, extra_l = [seg], [labs]
+        ancestors = self.ontology.ancestors
         for lab in np.unique(labs).tolist():
-            up = np.array(ancestors[lab], dtype=np.int64)
+            above = ancestors[lab] if lab < len(ancestors) else ()
+            up = np.array(sorted(a for a in above if a < self.n_labels), dtype=np.int64)
             if up.size:
                 segs = seg[labs == lab]
                 extra_s.append(np.repeat(segs, up.size))

@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,16 @@ class Ontology:
     def flat(cls, names: Sequence[str]) -> Ontology:
         """No ontology known: every label is a leaf (nothing is hidden)."""
         return cls(tuple(names), tuple(frozenset() for _ in names))
+
+    @cached_property
+    def ancestors(self) -> tuple[frozenset[int], ...]:
+        """Each label's ontology ancestors (indices, transitively): the inverse of ``descendants``,
+        for views where a label implies its parents (the bridge's stage 1)."""
+        up: list[set[int]] = [set() for _ in self.names]
+        for parent, below in enumerate(self.descendants):
+            for child in below:
+                up[child].add(parent)
+        return tuple(frozenset(a) for a in up)
 
     def __len__(self) -> int:
         return len(self.names)

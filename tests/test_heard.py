@@ -38,6 +38,16 @@ def _labels(hs) -> list[str]:
 
 
 # -- the rule on the ontology --------------------------------------------------------------------
+
+
+def test_ancestors_invert_descendants_on_the_real_ontology(ontology: Ontology):
+    """The bridge's "a label implies its parents" reads ``ancestors``: a bark is a dog, an animal."""
+    bark = ontology.names.index("Bark")
+    up = {ontology.names[i] for i in ontology.ancestors[bark]}
+    assert {"Dog", "Domestic animals, pets", "Animal"} <= up
+    assert all(bark in ontology.descendants[a] for a in ontology.ancestors[bark])
+    pairs = {(a, c) for a, below in enumerate(ontology.descendants) for c in below}
+    assert pairs == {(a, c) for c, above in enumerate(ontology.ancestors) for a in above}
 def test_a_confident_child_hides_its_ancestors(ontology: Ontology):
     # What YAMNet says of a dog recording: the whole branch, strongest at the top.
     clip = _clip(ontology, Animal=0.8, Dog=0.6, Bark=0.5, Speech=0.1)
