@@ -31,7 +31,6 @@ reading a map past a file's real end would kill the process with SIGBUS.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -48,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import IndexBrokenError, IndexMissingError
+from core.index.lock import FileLock, holder
 
 log = logging.getLogger("echovids.index")
 
@@ -103,7 +103,7 @@ CREATE INDEX segments_video ON segments(video_id);
 """
 
 
-_BUILD_LOCKS: dict[Path, int] = {}
+_BUILD_LOCKS: dict[Path, FileLock] = {}
 _BUILD_LOCKS_GUARD = threading.Lock()
 
 
@@ -122,26 +122,17 @@ def remove_stale_temporaries(data_dir: Path) -> list[Path]:
     for tmp in builds.glob(".tmp-*"):
         lock = tmp / BUILDING_LOCK
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            try:
+            if not lock.exists():
                 if time.time() - tmp.stat().st_mtime > LOCKLESS_TMP_AGE_S:
                     shutil.rmtree(tmp, ignore_errors=True)
                     removed.append(tmp)
-            except OSError:
-                pass
-            continue
+                continue
+            if holder(lock) is not None:
+                continue  # a running build is writing it
         except OSError:
             continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a running build is writing it
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed.append(tmp)
-        finally:
-            os.close(fd)
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
     for tmp in removed:
         log.info("removed the abandoned build folder %s", tmp)
     return removed
@@ -160,19 +151,17 @@ def new_build_dir(data_dir: Path) -> tuple[Path, str]:
     build_id = new_build_id()
     tmp = builds / f".tmp-{build_id}"
     tmp.mkdir()
-    fd = os.open(tmp / BUILDING_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    lock = FileLock(tmp / BUILDING_LOCK, f"build {build_id}").acquire()  # a fresh file: never busy
     with _BUILD_LOCKS_GUARD:
-        _BUILD_LOCKS[tmp] = fd
+        _BUILD_LOCKS[tmp] = lock
     return tmp, build_id
 
 
 def _unlock_tmp(tmp_dir: Path) -> None:
     with _BUILD_LOCKS_GUARD:
-        fd = _BUILD_LOCKS.pop(Path(tmp_dir), None)
-    if fd is not None:
-        os.close(fd)
+        lock = _BUILD_LOCKS.pop(Path(tmp_dir), None)
+    if lock is not None:
+        lock.release()
 
 
 def discard_build(tmp_dir: Path) -> None:
