@@ -17,6 +17,28 @@ from tests.fakes.oembed_server import FakeOEmbed
 
 
 @dataclass
+class BotEnv:
+    """What a module's bot fixture hands its tests: the fakes, the running bot, its data and notes."""
+
+    fake: FakeDiscord
+    oembed: FakeOEmbed
+    bot: EchoVidsBot
+    data_dir: Path
+    notes: dict[str, Path]
+    member_prefix: str = "user"
+    counter: int = 0
+
+    def user(self, **kw):
+        """A fresh guild member (a new name each call, so cooldowns never carry over)."""
+        self.counter += 1
+        return self.fake.add_member(f"{self.member_prefix}{self.counter}", **kw)
+
+    @property
+    def moderation(self):
+        return self.bot.get_cog("Moderation")
+
+
+@dataclass
 class RunningBot:
     discord: FakeDiscord
     bot: EchoVidsBot

@@ -13,7 +13,6 @@ import logging
 import re
 import shutil
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ import pytest_asyncio
 from bot.client import EchoVidsBot
 from core.config import load_settings
 from core.index.store import open_current, read_pointer
+from tests.bot_harness import BotEnv
 from tests.fakes.discord_server import EPHEMERAL_FLAG, MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord, Recorded, wait_ready
 from tests.fakes.oembed_server import GONE, FakeOEmbed
 from tests.media import make_voice_note
@@ -30,20 +30,6 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 LINK = re.compile(r"\]\((https://youtu\.be/([A-Za-z0-9_-]{11})(?:\?t=(\d+))?)\)")
 HEARTBEAT_MS = 250
-
-
-@dataclass
-class Env:
-    fake: FakeDiscord
-    oembed: FakeOEmbed
-    bot: EchoVidsBot
-    data_dir: Path
-    notes: dict[str, Path]
-    counter: int = 0
-
-    def user(self, **kw):
-        self.counter += 1
-        return self.fake.add_member(f"user{self.counter}", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +74,7 @@ async def env(bot_data_dir, vggish_checkpoint, pca_params_path, audioset_meta, v
                       refresh_options={"rate_per_s": None, "concurrency": 32})
     task = asyncio.create_task(bot.start(settings.discord_token))
     await wait_ready(bot, task)
-    yield Env(fake, oembed, bot, bot_data_dir, voice_notes)
+    yield BotEnv(fake, oembed, bot, bot_data_dir, voice_notes)
     await bot.close()
     await asyncio.wait_for(task, 30)
     await oembed.stop()
@@ -112,7 +98,7 @@ def _callback(payload: dict):
     return lambda r: r.method == "POST" and r.path.endswith(f"{payload['token']}/callback")
 
 
-def _assert_ephemeral_error(env: Env, payload: dict, follow: Recorded) -> None:
+def _assert_ephemeral_error(env: BotEnv, payload: dict, follow: Recorded) -> None:
     """An error after a public defer is shown to the asker only: the public "thinking…" message
     is deleted first, so the follow-up is a new, ephemeral message (not an edit of the public one)."""
     assert follow.flags & EPHEMERAL_FLAG, follow.json
@@ -124,12 +110,12 @@ def _assert_ephemeral_error(env: Env, payload: dict, follow: Recorded) -> None:
 LIVE_MENTION = re.compile(r"<@[!&]?\d+>|@everyone|@here")
 
 
-def _indexed_ids(env: Env) -> set[str]:
+def _indexed_ids(env: BotEnv) -> set[str]:
     ids = open_current(env.data_dir).video_ids
     return set(ids() if callable(ids) else ids)
 
 
-async def test_commands_synced_and_no_privileged_intent(env: Env):
+async def test_commands_synced_and_no_privileged_intent(env: BotEnv):
     names = {c["name"] for c in env.fake.commands}
     assert {"soundalike", "index", "help", "Find sound-alikes"} <= names
     index = next(c for c in env.fake.commands if c["name"] == "index")
@@ -137,14 +123,14 @@ async def test_commands_synced_and_no_privileged_intent(env: Env):
     assert int(env.fake.identify["intents"]) & (1 << 15) == 0  # message content not requested
 
 
-async def test_heap_loaded_at_start_is_kept_out_of_full_collections(env: Env):
+async def test_heap_loaded_at_start_is_kept_out_of_full_collections(env: BotEnv):
     """Full collections over TensorFlow's and discord.py's objects stalled the loop for ~0.3 s."""
     import gc
 
     assert gc.get_freeze_count() > 50_000
 
 
-async def test_dm_voice_note_gets_embed_of_timestamped_links(env: Env):
+async def test_dm_voice_note_gets_embed_of_timestamped_links(env: BotEnv):
     user = env.user()
     att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
     sent = await env.fake.send_message(user, guild=False, attachments=[att], voice=True)
@@ -165,7 +151,7 @@ async def test_dm_voice_note_gets_embed_of_timestamped_links(env: Env):
     assert env.oembed.total_requests > 0  # live checks were made
 
 
-async def test_slash_with_attachment_is_deferred_then_followed_up(env: Env):
+async def test_slash_with_attachment_is_deferred_then_followed_up(env: BotEnv):
     user = env.user()
     att = env.fake.add_attachment(env.notes["tone"], filename="tone.ogg", content_type="audio/ogg")
     payload = await env.fake.slash(user, "soundalike", [{"name": "audio", "type": 11, "value": att["id"]},
@@ -183,7 +169,7 @@ async def test_slash_with_attachment_is_deferred_then_followed_up(env: Env):
     assert "`tone.ogg`" in follow.embeds[0]["footer"]["text"]
 
 
-async def test_context_menu_on_a_voice_message(env: Env):
+async def test_context_menu_on_a_voice_message(env: BotEnv):
     author, clicker = env.user(), env.user()
     att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
     message = env.fake.message_payload(author, attachments=[att], voice=True)
@@ -194,7 +180,7 @@ async def test_context_menu_on_a_voice_message(env: Env):
     assert _links(follow)
 
 
-async def test_context_menu_on_a_message_without_audio_is_ephemeral(env: Env):
+async def test_context_menu_on_a_message_without_audio_is_ephemeral(env: BotEnv):
     author, clicker = env.user(), env.user()
     message = env.fake.message_payload(author, content="just words")
     payload = await env.fake.context_menu(clicker, "Find sound-alikes", message)
@@ -203,7 +189,7 @@ async def test_context_menu_on_a_message_without_audio_is_ephemeral(env: Env):
     assert "no voice note" in cb.json["data"]["content"]
 
 
-async def test_guild_voice_message_without_mention_is_ignored_with_mention_answered(env: Env):
+async def test_guild_voice_message_without_mention_is_ignored_with_mention_answered(env: BotEnv):
     user = env.user()
     att = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0)
     before = len(env.fake.requests)
@@ -219,7 +205,7 @@ async def test_guild_voice_message_without_mention_is_ignored_with_mention_answe
     assert [r for r in env.fake.requests[before:] if r.path == f"/channels/{env.fake.channel_id}/messages"] == [reply]
 
 
-async def test_non_audio_file_gets_friendly_error_then_next_voice_note_is_answered(env: Env):
+async def test_non_audio_file_gets_friendly_error_then_next_voice_note_is_answered(env: BotEnv):
     user = env.user()
     dm = env.fake.dm_channel_id(user)
     before = len(env.fake.requests)
@@ -244,7 +230,7 @@ async def test_non_audio_file_gets_friendly_error_then_next_voice_note_is_answer
     assert _links(reply)
 
 
-async def test_metadata_errors_are_answered_at_once_and_ephemerally(env: Env):
+async def test_metadata_errors_are_answered_at_once_and_ephemerally(env: BotEnv):
     user = env.user()
     too_long = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=600.0)
     too_big = env.fake.add_attachment(env.notes["speech"], filename="big.ogg", size=50 * 2**20)
@@ -265,7 +251,7 @@ async def test_metadata_errors_are_answered_at_once_and_ephemerally(env: Env):
     assert not [r for r in env.fake.requests[before:] if "webhooks" in r.path]
 
 
-async def test_text_and_link_searches(env: Env):
+async def test_text_and_link_searches(env: BotEnv):
     user = env.user()
     payload = await env.fake.slash(user, "soundalike", [{"name": "text", "type": 3, "value": "dog barking"}])
     follow = await env.fake.wait_for(_webhook_post(payload), timeout=60)
@@ -284,7 +270,7 @@ async def test_text_and_link_searches(env: Env):
     _assert_ephemeral_error(env, payload, follow)
 
 
-async def test_ten_voice_notes_at_once_all_answered_while_heartbeats_continue(env: Env):
+async def test_ten_voice_notes_at_once_all_answered_while_heartbeats_continue(env: BotEnv):
     users = [env.user() for _ in range(10)]
     before = len(env.fake.requests)
     identifies = env.fake.identify_count
@@ -304,7 +290,7 @@ async def test_ten_voice_notes_at_once_all_answered_while_heartbeats_continue(en
     assert env.fake.identify_count == identifies and first.status == 200
 
 
-async def test_429_on_the_reply_is_retried(env: Env):
+async def test_429_on_the_reply_is_retried(env: BotEnv):
     user = env.user()
     dm = env.fake.dm_channel_id(user)
     env.fake.rate_limit_next("POST", rf"^/channels/{dm}/messages$", retry_after=0.3)
@@ -318,7 +304,7 @@ async def test_429_on_the_reply_is_retried(env: Env):
     assert _links(reply)
 
 
-async def test_stalled_downloads_do_not_make_other_users_busy(env: Env):
+async def test_stalled_downloads_do_not_make_other_users_busy(env: BotEnv):
     """20 downloads held by the CDN must not take the search queue's places: another user's
     search is admitted and answered meanwhile, and the held ones are answered once released."""
     stalled = []
@@ -348,7 +334,7 @@ async def test_stalled_downloads_do_not_make_other_users_busy(env: Env):
         assert _links(reply)
 
 
-async def test_a_stalled_download_times_out_with_a_clear_line(env: Env):
+async def test_a_stalled_download_times_out_with_a_clear_line(env: BotEnv):
     from bot.attachments import DownloadTimeouts
 
     user = env.user()
@@ -366,7 +352,7 @@ async def test_a_stalled_download_times_out_with_a_clear_line(env: Env):
     assert "couldn't download" in reply.content and not reply.embeds
 
 
-async def test_attachment_on_another_host_is_refused_and_never_fetched(env: Env):
+async def test_attachment_on_another_host_is_refused_and_never_fetched(env: BotEnv):
     user = env.user()
     dm = env.fake.dm_channel_id(user)
     foreign = env.fake.add_attachment(env.notes["speech"], voice=True, duration_secs=3.0, host="localhost")
@@ -384,7 +370,7 @@ async def test_attachment_on_another_host_is_refused_and_never_fetched(env: Env)
     assert not env.fake.fetches_of(foreign) and not env.fake.fetches_of(foreign2)
 
 
-async def test_echoed_input_never_pings(env: Env):
+async def test_echoed_input_never_pings(env: BotEnv):
     user, victim = env.user(), env.user()
     for option, value in (("link", f"x<@{victim.id}>y"), ("text", f"zzqxv <@{victim.id}> @everyone qqzzk")):
         payload = await env.fake.slash(user, "soundalike", [{"name": option, "type": 3, "value": value}])
@@ -406,7 +392,7 @@ class _Delays:
         self.asked.append(seconds)
 
 
-async def test_a_5xx_storm_on_a_dm_reply_is_outlasted(env: Env):
+async def test_a_5xx_storm_on_a_dm_reply_is_outlasted(env: BotEnv):
     from bot.delivery import ReplyRetry
 
     user = env.user()
@@ -428,7 +414,7 @@ async def test_a_5xx_storm_on_a_dm_reply_is_outlasted(env: Env):
     assert delays.asked == [2.0, 10.0, 30.0]  # growing backoff, injected so nothing waited
 
 
-async def test_a_429_storm_on_a_follow_up_is_outlasted(env: Env):
+async def test_a_429_storm_on_a_follow_up_is_outlasted(env: BotEnv):
     from bot.delivery import ReplyRetry
 
     user = env.user()
@@ -462,7 +448,7 @@ class _LogEvent(logging.Handler):
             self.seen.set()
 
 
-async def test_a_storm_that_outlasts_every_retry_is_logged(env: Env):
+async def test_a_storm_that_outlasts_every_retry_is_logged(env: BotEnv):
     from bot.delivery import ReplyRetry
 
     user = env.user()
@@ -487,7 +473,7 @@ async def test_a_storm_that_outlasts_every_retry_is_logged(env: Env):
     assert [r.status for r in env.fake.requests[before:] if r.path == f"/channels/{dm}/messages"] == [503] * 3
 
 
-async def test_an_unexpected_failure_reaches_the_one_error_handler(env: Env, monkeypatch, caplog):
+async def test_an_unexpected_failure_reaches_the_one_error_handler(env: BotEnv, monkeypatch, caplog):
     """A bug inside a command is raised to the tree's one error handler: logged with its traceback,
     answered with the generic line, ephemerally (the public "thinking…" message deleted first)."""
     async def broken(query):
@@ -504,7 +490,7 @@ async def test_an_unexpected_failure_reaches_the_one_error_handler(env: Env, mon
     assert bug and bug[0].exc_info and "bug in the search path" in str(bug[0].exc_info[1])
 
 
-async def test_a_cog_that_answers_its_own_errors_is_not_answered_twice(env: Env, monkeypatch):
+async def test_a_cog_that_answers_its_own_errors_is_not_answered_twice(env: BotEnv, monkeypatch):
     handled = asyncio.Event()
     central = env.bot.tree.on_error
 
@@ -520,7 +506,7 @@ async def test_a_cog_that_answers_its_own_errors_is_not_answered_twice(env: Env,
     assert len(replies) == 1 and "Only moderators" in replies[0].json["data"]["content"]
 
 
-async def test_help(env: Env):
+async def test_help(env: BotEnv):
     payload = await env.fake.slash(env.user(), "help")
     cb = await env.fake.wait_for(_callback(payload), timeout=10)
     assert cb.json["type"] == 4 and cb.json["data"]["flags"] & EPHEMERAL_FLAG
@@ -528,7 +514,7 @@ async def test_help(env: Env):
     assert "/soundalike" in text and "Find sound-alikes" in text
 
 
-async def test_non_moderator_is_refused_index_refresh(env: Env):
+async def test_non_moderator_is_refused_index_refresh(env: BotEnv):
     user = env.user(permissions=MEMBER_PERMISSIONS)
     pointer = read_pointer(env.data_dir)
     for sub in ("refresh", "status"):
@@ -541,7 +527,7 @@ async def test_non_moderator_is_refused_index_refresh(env: Env):
     assert env.bot.get_cog("Moderation").refresh_task is None
 
 
-async def test_moderator_refresh_swaps_the_index_and_later_replies_use_it(env: Env):
+async def test_moderator_refresh_swaps_the_index_and_later_replies_use_it(env: BotEnv):
     moderator = env.user(roles=[env.fake.moderator_role_id])  # by role, without Manage Server
     admin = env.user(permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
     old_pointer = read_pointer(env.data_dir)
@@ -594,7 +580,7 @@ async def test_moderator_refresh_swaps_the_index_and_later_replies_use_it(env: E
     assert "rebuilt" in fields["Last refresh"]
 
 
-async def test_no_message_the_bot_sent_could_ping(env: Env):
+async def test_no_message_the_bot_sent_could_ping(env: BotEnv):
     """Every message-bearing request in this module (replies, follow-ups, errors, refresh progress)
     asked Discord to ping nobody: the class of fault, checked across every path exercised above."""
     sent = [r for r in env.fake.requests if r.message is not None]

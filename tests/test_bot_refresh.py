@@ -14,7 +14,6 @@ import shutil
 import signal
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,29 +23,12 @@ from bot.client import EchoVidsBot
 from core.config import load_settings
 from core.index.lock import refresh_lock
 from core.index.store import open_current, read_pointer
+from tests.bot_harness import BotEnv
 from tests.fakes.discord_server import EPHEMERAL_FLAG, MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord, Recorded, wait_ready
 from tests.fakes.oembed_server import GONE, FakeOEmbed
 from tests.media import make_voice_note
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
-
-
-@dataclass
-class Env:
-    fake: FakeDiscord
-    oembed: FakeOEmbed
-    bot: EchoVidsBot
-    data_dir: Path
-    note: Path
-    counter: int = 0
-
-    def user(self, **kw):
-        self.counter += 1
-        return self.fake.add_member(f"refresher{self.counter}", **kw)
-
-    @property
-    def cog(self):
-        return self.bot.get_cog("Moderation")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -69,7 +51,7 @@ async def env(small_index_dir, vggish_checkpoint, pca_params_path, audioset_meta
     task = asyncio.create_task(bot.start(settings.discord_token))
     await wait_ready(bot, task)
     bot.get_cog("Moderation").edit_interval_s = 0.1
-    yield Env(fake, oembed, bot, data_dir, note)
+    yield BotEnv(fake, oembed, bot, data_dir, {"note": note}, member_prefix="refresher")
     await bot.close()
     await asyncio.wait_for(task, 30)
     await oembed.stop()
@@ -84,9 +66,9 @@ def _edit(payload: dict, text: str):
     return lambda r: r.method == "PATCH" and payload["token"] in r.path and text in r.content
 
 
-async def _voice_note_answered(env: Env) -> Recorded:
+async def _voice_note_answered(env: BotEnv) -> Recorded:
     user = env.user()
-    att = env.fake.add_attachment(env.note, voice=True, duration_secs=3.0)
+    att = env.fake.add_attachment(env.notes["note"], voice=True, duration_secs=3.0)
     before = len(env.fake.requests)
     await env.fake.send_message(user, guild=False, attachments=[att], voice=True)
     channel = env.fake.dm_channel_id(user)
@@ -96,7 +78,7 @@ async def _voice_note_answered(env: Env) -> Recorded:
     return reply
 
 
-def _expire_cache(env: Env) -> None:
+def _expire_cache(env: BotEnv) -> None:
     from core.liveness.cache import CACHE_FILENAME
 
     path = env.data_dir / CACHE_FILENAME
@@ -105,16 +87,16 @@ def _expire_cache(env: Env) -> None:
             db.execute("UPDATE checks SET expires_at = 0")
 
 
-async def _child_held(env: Env, held: str):
+async def _child_held(env: BotEnv, held: str):
     """The running refresh child, once it is waiting for the held video's answer."""
     deadline = time.monotonic() + 120
-    while env.cog.refresh_process is None or env.oembed.waiting[held] < 1:
+    while env.moderation.refresh_process is None or env.oembed.waiting[held] < 1:
         assert time.monotonic() < deadline, "the refresh child never asked about the held video"
-        task = env.cog.refresh_task
+        task = env.moderation.refresh_task
         if task is not None and task.done():
             task.result()
         await asyncio.sleep(0.02)
-    return env.cog.refresh_process
+    return env.moderation.refresh_process
 
 
 def _group_gone(pgid: int) -> bool:
@@ -123,7 +105,7 @@ def _group_gone(pgid: int) -> bool:
     return group_members(pgid) == []
 
 
-async def test_refresh_runs_in_a_child_while_the_bot_keeps_serving(env: Env):
+async def test_refresh_runs_in_a_child_while_the_bot_keeps_serving(env: BotEnv):
     moderator = env.user(roles=[env.fake.moderator_role_id])
     admin = env.user(permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
     ids = sorted(open_current(env.data_dir).video_ids())
@@ -170,7 +152,7 @@ async def test_refresh_runs_in_a_child_while_the_bot_keeps_serving(env: Env):
     assert f"{env.bot.engine.index_size:,} indexed seconds" in reply.embeds[0]["footer"]["text"]
 
 
-async def test_a_crashing_refresh_reports_one_line_and_the_old_build_stays(env: Env):
+async def test_a_crashing_refresh_reports_one_line_and_the_old_build_stays(env: BotEnv):
     moderator = env.user(roles=[env.fake.moderator_role_id])
     ids = sorted(open_current(env.data_dir).video_ids())
     held = ids[-1]
@@ -190,20 +172,20 @@ async def test_a_crashing_refresh_reports_one_line_and_the_old_build_stays(env: 
     env.oembed.release(held)
     assert read_pointer(env.data_dir) == old_pointer and env.bot.engine.index_size == old_size
     await _voice_note_answered(env)
-    assert env.cog.refresh_task.done()
+    assert env.moderation.refresh_task.done()
 
 
-async def test_a_refresh_running_in_another_process_is_respected(env: Env):
+async def test_a_refresh_running_in_another_process_is_respected(env: BotEnv):
     admin = env.user(permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
     with refresh_lock(env.data_dir):  # e.g. `echovids index refresh` in a terminal
         payload = await env.fake.slash(admin, "index", [{"name": "refresh", "type": 1, "options": []}])
         cb = await env.fake.wait_for(_callback(payload), timeout=10)
     text = cb.json["data"]["content"]
     assert "already running in another process" in text and f"pid {os.getpid()}" in text
-    assert env.cog.refresh_task is None or env.cog.refresh_task.done()
+    assert env.moderation.refresh_task is None or env.moderation.refresh_task.done()
 
 
-async def test_the_moderator_role_counts_only_in_its_own_guild(env: Env):
+async def test_the_moderator_role_counts_only_in_its_own_guild(env: BotEnv):
     """A member of another guild whose role list holds the moderator role's id is refused there."""
     fake = env.fake
     other_guild = fake.snowflake()
