@@ -217,7 +217,7 @@ def test_milvus_tuning_recall_counts_equally_near_rows():
     missed = _recall_with_ties(np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8, 99]]), farther, exact_pk, exact_d)
     short = _recall_with_ties(np.array([[0, 1, 2, -1, -1, -1, -1, -1, -1, -1]]),
                               np.array([[0, 1, 2] + [np.inf] * 7], np.float32), exact_pk, exact_d)
-    assert (same, tied, missed, short) == (1.0, 1.0, 0.9, 0.3)
+    assert [float(r[0]) for r in (same, tied, missed, short)] == [1.0, 1.0, 0.9, 0.3]
 
 
 def test_int8_reranked_shards_keep_no_float_copy_and_stay_exact_enough(bal_train_dir: Path, tmp_path: Path):
@@ -254,3 +254,20 @@ def test_parallel_shard_reading_keeps_order_and_reports_bad_files(bal_train_dir:
     assert [p for p, _ in out] == paths
     assert isinstance(out[100][1], ShardError)
     assert [r.video_id for r in out[0][1]] == [r.video_id for r in read_shard(shards[0])]
+
+
+def test_tuning_takes_a_setting_only_when_its_recall_is_surely_above_the_target():
+    """A tuning sample whose mean lands on the target could fall either side of it on the next
+    build: with per-query recalls and a confidence z, the tuner goes one step wider instead."""
+    from core.index.ann import cheapest_reaching
+
+    rng = np.random.default_rng(0)
+    spread = {8: 0.90, 16: 0.97, 32: 0.99}  # mean recall per breadth
+    per_query = {b: np.clip(m + rng.normal(0, 0.05, 200), 0, 1) for b, m in spread.items()}
+    per_query = {b: v - v.mean() + spread[b] for b, v in per_query.items()}  # exact means
+
+    plain, _ = cheapest_reaching([8, 16, 32], [100], lambda b, r: float(per_query[b].mean()), 0.97)
+    sure, tried = cheapest_reaching([8, 16, 32], [100], lambda b, r: per_query[b], 0.97, confidence_z=1.645)
+    assert plain[0] == 16 and sure[0] == 32
+    assert [t[0] for t in tried] == [8, 16, 32] and all(len(t) == 4 and t[3] < t[2] for t in tried)
+    assert tried[1][2] == 0.97 and tried[1][3] < 0.97 <= tried[2][3]
