@@ -258,6 +258,7 @@ def compare_stores(settings, vectors: np.ndarray, queries: np.ndarray, notes: li
                      "server_rss_mb": rss_after, "server_rss_before_mb": rss_before,
                      "recall_at_10_vs_exact": round(recall_at_k(got, exact, 10), 4),
                      "tuned_recall_at_10": milvus_ann["tuned_recall_at_10"],
+                     "tuning_tried": milvus_ann["tuning_tried"],
                      **_note_latencies(store.search, notes),
                      "index": milvus_ann["index"], "search": milvus_ann["search"]}
     t_fetch = []  # the ranker's exact re-alignment fetches ~180 candidate segments' seconds per query
