@@ -135,8 +135,12 @@ class MilvusLockBusy(EchoVidsError):
 
 def _rpc(pm, using: str, method: str, request, expected: tuple[int, ...] = ()) -> tuple[Any, int]:
     """One call straight on pymilvus's gRPC stub: (reply, status code), the codes in ``expected``
-    returned rather than raised. Why not pymilvus's wrappers: they log every refusal at ERROR,
-    and here "alias already exists" or "not found" are the ordinary answers of a test-and-set."""
+    returned rather than raised. Why not pymilvus's wrappers (``utility.create_alias``...): they
+    retry on transport errors (``retry_on_rpc_failure``), and a create whose first reply was lost
+    comes back as "alias already exists" — its own success read as someone else's lock; and they log
+    every refusal at ERROR, where "already exists" or "not found" are the ordinary answers of a
+    test-and-set. The stub is private to pymilvus, hence the exact pin (2.3.7) in pyproject.toml;
+    tests/test_milvus_lock.py runs it against a real server, so an upgrade that moves it fails there."""
     from pymilvus.exceptions import MilvusException
 
     reply = getattr(pm.connections._fetch_handler(using)._stub, method)(request, timeout=RPC_TIMEOUT_S)
