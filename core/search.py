@@ -212,10 +212,9 @@ class Ranker:
         q_u8 = np.ascontiguousarray(q_u8, dtype=np.uint8)
         p = probs if probs is not None else self.query_label_probs(q_u8)
         own = p
-        exclude = None if self.removed is None else self.removed.copy()
+        exclude = self.removed  # read-only below; copied only when this query adds its own exclusions
         if exclude_segments is not None and len(exclude_segments):
-            if exclude is None:
-                exclude = np.zeros(self.n_segments, bool)
+            exclude = np.zeros(self.n_segments, bool) if exclude is None else exclude.copy()
             exclude[exclude_segments] = True
         ann_hits = self.store.search(q_u8, self.params.ann_k, exclude_segments=exclude_segments)
         votes = self.vote(q_u8, exclude, ann_hits)
