@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import EchoVidsError
-from core.index.vectorstore_milvus import _pymilvus, connect, milvus_errors
+from core.index.vectorstore_milvus import _pymilvus, connect, drop_quietly, milvus_errors
 
 log = logging.getLogger("echovids.index.lock")
 
@@ -238,7 +238,7 @@ class MilvusRefreshLock:
                 else:
                     raise MilvusLockBusy(read_lease(self.settings) or Lease(collection="?"))
             except BaseException:
-                self._drop_own(pm, using)
+                self._drop_own()
                 raise
         if self.heartbeat:
             self._beat = threading.Thread(target=self._heartbeat, name="echovids-refresh-lease", daemon=True)
@@ -276,7 +276,7 @@ class MilvusRefreshLock:
             # a breaker died mid-way (its own lease, never renewed, is stale): clear its guard once
             pm.utility.drop_alias(guard, using=using)
             if breaker is not None:
-                _drop_quietly(pm, using, breaker.collection)
+                self._drop_logged(breaker.collection)
             if not self._alias(pm, using, guard):
                 raise MilvusLockBusy(stale)
         try:
@@ -287,7 +287,7 @@ class MilvusRefreshLock:
             if not self._alias(pm, using, lock_alias(self.settings)):
                 return False  # a plain acquire won the gap: look again (it will be fresh)
             log.warning("taking over the refresh lock left by pid %s on %s (the holder stopped or went silent)", stale.pid, stale.host)
-            _drop_quietly(pm, using, stale.collection)
+            self._drop_logged(stale.collection)
             return True
         finally:
             try:
@@ -336,28 +336,25 @@ class MilvusRefreshLock:
                 using = connect(self.settings)
                 if _alias_target(pm, using, lock_alias(self.settings)) == self.collection:
                     pm.utility.drop_alias(lock_alias(self.settings), using=using)
-                self._drop_own(pm, using)
+                self._drop_own()
         except EchoVidsError as err:
             log.warning("%s; its lease expires within %.0f s", err, self.ttl_s)
 
-    def _drop_own(self, pm, using: str) -> None:
+    def _drop_own(self) -> None:
         name, self.collection = self.collection, None
         if name:
-            _drop_quietly(pm, using, name)
+            self._drop_logged(name)
+
+    def _drop_logged(self, name: str) -> None:
+        """Clean-up: a leftover empty lock collection harms nobody, so a failure is only logged."""
+        if (err := drop_quietly(self.settings, name)) is not None:
+            log.warning("could not drop %s: %s", name, err)
 
     def __enter__(self) -> MilvusRefreshLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def _drop_quietly(pm, using: str, name: str) -> None:
-    try:
-        if pm.utility.has_collection(name, using=using):
-            pm.utility.drop_collection(name, using=using)
-    except Exception as err:  # noqa: BLE001 - clean-up: a leftover empty collection harms nobody
-        log.warning("could not drop %s: %s", name, err)
 
 
 def holder(settings: Any, *, clock: Callable[[], float] = time.time) -> Lease | None:

@@ -413,7 +413,7 @@ class MilvusStore(VectorStore):
                 tuned = index_and_tune(settings, collection, total, truth, keys, sec)
             except BaseException:
                 if not adopt:  # a sharded ingest stays for a retried finalize
-                    _drop_quietly(settings, name)
+                    drop_quietly(settings, name)  # the build's own error is the one to report
                 raise
             key_file = "dense"
             if seg_keys is not None:
@@ -431,7 +431,7 @@ class MilvusStore(VectorStore):
     @classmethod
     def discard(cls, settings: Any, ann: dict) -> None:
         if ann.get("collection"):
-            _drop_quietly(settings, ann["collection"])
+            drop_quietly(settings, ann["collection"])
 
     # -- reading -----------------------------------------------------------------------------------
     @classmethod
@@ -552,11 +552,14 @@ class MilvusStore(VectorStore):
         self.collection = None
 
 
-def _drop_quietly(settings: Any, name: str) -> None:
+def drop_quietly(settings: Any, name: str) -> Exception | None:
+    """Drop collection ``name`` if it exists, for clean-up paths: the error is returned, not raised,
+    because the caller's own outcome (a failed build, a released lock) is the one to report."""
     try:
         pm = _pymilvus()
         using = connect(settings)
         if pm.utility.has_collection(name, using=using):
             pm.utility.drop_collection(name, using=using)
-    except Exception:  # noqa: BLE001 - the build's own error is the one to report
-        pass
+    except Exception as err:  # noqa: BLE001 - reported by the caller, or not at all
+        return err
+    return None
