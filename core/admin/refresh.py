@@ -204,7 +204,7 @@ def _drop_in_place(settings: Settings, build, dead: frozenset[str], progress: Pr
 
 def _finish_delete(settings: Settings, build, report: RefreshReport) -> None:
     """Delete rows of segments the current build lists as removed, if any are still in Milvus."""
-    from core.index.vectorstore_milvus import connect, _pymilvus, delete_segments, milvus_errors, rows_of_segments
+    from core.index.vectorstore_milvus import delete_segments, milvus_errors, open_collection, rows_of_segments
 
     removed = build.removed_segments
     if not len(removed):
@@ -212,7 +212,7 @@ def _finish_delete(settings: Settings, build, report: RefreshReport) -> None:
     keys = _keys(build, removed.tolist())
     name = build.manifest["ann"]["collection"]
     with milvus_errors("counting rows"):
-        left = rows_of_segments(_pymilvus().Collection(name, using=connect(settings)), keys)
+        left = rows_of_segments(open_collection(settings, name), keys)
     if left:
         report.method = report.method or "delete"
         report.deleted_rows += delete_segments(settings, name, keys)

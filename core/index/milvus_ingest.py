@@ -31,7 +31,7 @@ import numpy as np
 from core.index.builder import BuildError, build_index
 from core.index.store import new_build_id
 from core.index.tfrecord import AudioSetRecord, ShardError, list_shards, read_shard
-from core.index.vectorstore_milvus import collection_name, connect, create_collection, insert_rows, milvus_errors
+from core.index.vectorstore_milvus import collection_name, create_collection, insert_rows, milvus_errors, open_collection
 from core.progress import ProgressCallback, ProgressEvent, no_progress
 
 PENDING = "milvus-pending"
@@ -103,9 +103,7 @@ def open_pending(settings, audioset_dirs: Iterable[str | Path]) -> Pending:
 def ingest_slice(settings, pending: Pending, k: int, n: int, progress: ProgressCallback | None = None) -> dict:
     """Send this slice's input files that are not done yet; returns counts."""
     progress = progress or no_progress
-    from pymilvus import Collection
-
-    collection = Collection(pending.collection, using=connect(settings))
+    collection = open_collection(settings, pending.collection)
     mine = [i for i in range(len(pending.inputs)) if i % n == k - 1]
     todo = [i for i in mine if not pending.part(i).is_file()]
     rows = 0

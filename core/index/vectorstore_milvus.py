@@ -287,6 +287,11 @@ def current_collection(settings: Any) -> str | None:
     return None
 
 
+def open_collection(settings: Any, name: str):
+    """The existing collection ``name`` on the configured server (not loaded: searches need ``load``)."""
+    return _pymilvus().Collection(name, using=connect(settings))
+
+
 def segment_filter(keys: Iterable[int], *, inside: bool = True) -> str:
     """The scalar filter on rows whose ``segment`` is (``inside``) or is not one of ``keys``."""
     return f"segment {'in' if inside else 'not in'} [{','.join(str(int(k)) for k in keys)}]"
@@ -320,9 +325,8 @@ def delete_segments(settings: Any, collection_name: str, keys: Sequence[int], *,
     normally is on the first ask: the delete was acknowledged before it). Returns the rows Milvus
     reports deleted (0 when they were already gone: a repeated delete is harmless).
     """
-    pm = _pymilvus()
     with milvus_errors("deleting rows"):
-        collection = pm.Collection(collection_name, using=connect(settings))
+        collection = open_collection(settings, collection_name)
         if not len(keys):
             return 0
         res = collection.delete(expr=segment_filter(keys))
@@ -395,8 +399,7 @@ class MilvusStore(VectorStore):
             batches = list(batches)
             total = int(sum(len(b.vectors) for b in batches))
             if adopt:  # the slices already wrote every row (core.index.milvus_ingest)
-                pm = _pymilvus()
-                collection = pm.Collection(name, using=connect(settings))
+                collection = open_collection(settings, name)
             else:
                 collection = create_collection(settings, name)
             try:
