@@ -15,6 +15,7 @@ usage: .venv/bin/python bench/milvus_refresh.py   (no other Milvus server may ru
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -57,7 +58,7 @@ def main() -> None:
         segs = sorted(s.id for v in gone for s in build.segments_of_video(v))
         probe = build.ann.vectors(np.concatenate([
             np.arange(build.segments["seg_first_row"][s], build.segments["seg_first_row"][s] + 1) for s in segs]))
-        collection = vm._pymilvus().Collection(build.manifest["ann"]["collection"], using=vm.connect(st))
+        collection = vm.open_collection(st, build.manifest["ann"]["collection"])
 
         marks: dict[str, float] = {}
 
@@ -89,7 +90,7 @@ def main() -> None:
         t = time.time()
         build_index(st, audioset_dirs=[bal], exclude_video_ids=frozenset(gone))
         out["rebuild_s"] = round(time.time() - t, 1)
-        out["loadavg"] = [round(x, 2) for x in __import__("os").getloadavg()]
+        out["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     finally:
         srv.stop()
     print(json.dumps(out))
