@@ -29,12 +29,6 @@ from tests.fakes.oembed_server import GONE, LIVE, PRIVATE, FakeOEmbed
 pytestmark = pytest.mark.slow
 
 
-def _collection(settings: Settings, name: str):
-    from core.index.vectorstore_milvus import _pymilvus, connect
-
-    return _pymilvus().Collection(name, using=connect(settings))
-
-
 def _rows_of(build: store.IndexBuild, segs: list[int]) -> np.ndarray:
     first, lens = build.segments["seg_first_row"], build.segments["seg_len"]
     return np.concatenate([np.arange(first[s], first[s] + lens[s]) for s in segs])
@@ -48,7 +42,7 @@ def _clip_vectors(build: store.IndexBuild, seg: int) -> np.ndarray:
 def test_refresh_on_milvus_deletes_rows_in_place(tmp_path: Path, bal_train_dir: Path, audioset_meta: Path,
                                                  milvus_uri: str, monkeypatch):
     from core.index.builder import build_index
-    from core.index.vectorstore_milvus import count_rows, current_collection, rows_of_segments
+    from core.index.vectorstore_milvus import count_rows, current_collection, open_collection, rows_of_segments
 
     with FakeOEmbed() as fake:
         settings = Settings(data_dir=tmp_path / "data", audioset_meta=audioset_meta, vector_store="milvus",
@@ -57,7 +51,7 @@ def test_refresh_on_milvus_deletes_rows_in_place(tmp_path: Path, bal_train_dir: 
         engine = Engine(settings)  # a running reader: it reloads the current build before each query
         old = engine.build
         collection = old.manifest["ann"]["collection"]
-        total = count_rows(_collection(settings, collection))
+        total = count_rows(open_collection(settings, collection))
         videos = old.video_ids()
         assert len(videos) > 30 and total == old.size
         dead = [videos[2], videos[9]]
@@ -80,8 +74,8 @@ def test_refresh_on_milvus_deletes_rows_in_place(tmp_path: Path, bal_train_dir: 
         assert new.manifest["ann"]["collection"] == collection == current_collection(settings)
         assert new.manifest["refresh"]["removed_video_ids"] == sorted(dead)
         assert new.manifest["ann"]["deleted"] == {"segments": len(dead_segs), "rows": dead_rows}
-        assert rows_of_segments(_collection(settings, collection), dead_segs) == 0
-        assert count_rows(_collection(settings, collection)) == total - dead_rows == new.size
+        assert rows_of_segments(open_collection(settings, collection), dead_segs) == 0
+        assert count_rows(open_collection(settings, collection)) == total - dead_rows == new.size
         # segment numbering is unchanged: a live clip's row ids and metadata are the same
         live_seg = next(s for s in range(10) if s not in dead_segs)
         assert new.segment(live_seg) == old.segment(live_seg)
@@ -143,7 +137,7 @@ def test_refresh_on_milvus_deletes_rows_in_place(tmp_path: Path, bal_train_dir: 
         monkeypatch.undo()
         swapped = store.open_current(settings.data_dir, settings)
         assert swapped.path != new.path and more[0] not in swapped.video_ids()
-        assert rows_of_segments(_collection(settings, collection), more_segs) > 0  # the rows are still there
+        assert rows_of_segments(open_collection(settings, collection), more_segs) > 0  # the rows are still there
         probe2 = _clip_vectors(new, more_segs[0])
         got = engine.search(Query(kind="embeddings", embeddings=probe2, top=10, live_check=False))
         assert engine.build.path == swapped.path
@@ -152,7 +146,7 @@ def test_refresh_on_milvus_deletes_rows_in_place(tmp_path: Path, bal_train_dir: 
         repair = refresh_index(settings, rate_per_s=None, concurrency=16)
         assert repair.dead == 0 and not repair.rebuilt and repair.method == "delete"
         assert repair.deleted_rows == int(new.segments["seg_len"][more_segs].sum())
-        assert rows_of_segments(_collection(settings, collection), dead_segs + more_segs) == 0
+        assert rows_of_segments(open_collection(settings, collection), dead_segs + more_segs) == 0
         assert store.open_current(settings.data_dir, settings).path == swapped.path
         again = refresh_index(settings, rate_per_s=None, concurrency=16)
         assert again.method is None and again.deleted_rows == 0  # nothing left to do

@@ -193,7 +193,6 @@ milvus_ingest.ingest_slice(settings, pending, 1, 2)
 def test_sharded_build_resumes_after_a_kill(tmp_path: Path, shards, audioset_meta: Path, milvus_uri: str):
     from core.index.milvus_ingest import PENDING
 
-    pm, connect = _pm()
     src = tmp_path / "src"
     src.mkdir()
     for s in shards[:16]:
@@ -226,9 +225,9 @@ def test_sharded_build_resumes_after_a_kill(tmp_path: Path, shards, audioset_met
     build = store.open_current(data, _settings(data, audioset_meta, milvus_uri, prefix="slices"))
     expected = _rows(sorted(src.glob("*.tfrecord")))
     assert build.size == len(expected)
-    from core.index.vectorstore_milvus import count_rows
+    from core.index.vectorstore_milvus import count_rows, open_collection
 
-    collection = pm.Collection(build.manifest["ann"]["collection"], using=connect(build.settings))
+    collection = open_collection(build.settings, build.manifest["ann"]["collection"])
     assert count_rows(collection) == len(expected), "no row inserted twice"
     np.testing.assert_array_equal(build.ann.vectors(np.arange(len(expected))), expected)
     assert not (data / PENDING).exists()
