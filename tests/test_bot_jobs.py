@@ -9,19 +9,12 @@ import pytest
 
 from bot.jobs import JobPool, LoopLagMonitor, Refused
 from bot.render import refusal_line
-
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes.clock import FakeClock
 
 
 async def test_cooldown_per_user_and_busy_cap():
-    clock = Clock()
-    pool = JobPool(workers=1, concurrency=1, max_queued=2, cooldown_s=5.0, clock=clock)
+    clock = FakeClock(100.0)
+    pool = JobPool(workers=1, concurrency=1, max_queued=2, cooldown_s=5.0, clock=clock.monotonic)
     try:
         t1 = pool.admit(1)
         with pytest.raises(Refused) as err:

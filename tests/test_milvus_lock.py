@@ -18,22 +18,13 @@ import pytest
 
 from core.config import Settings
 from core.index.lock import LockBusyError, RefreshHolder, acquire_refresh_lock, refresh_holder, refresh_holder_of
+from tests.fakes.clock import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _settings(data: Path, uri: str, prefix: str, **extra) -> Settings:
     return Settings(data_dir=data, vector_store="milvus", milvus_uri=uri, milvus_prefix=prefix, **extra)
-
-
-class Clock:
-    """Unix seconds that move only when the test says so."""
-
-    def __init__(self, now: float):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _left_behind(settings: Settings) -> tuple[list[str], str | None]:
@@ -80,12 +71,12 @@ def test_a_refresh_held_through_one_data_directory_is_refused_through_another(tm
 def test_a_stale_lease_is_broken_and_its_silent_holder_learns_it(tmp_path: Path, milvus_uri: str):
     from core.index.milvus_lock import MilvusLockBusy, MilvusRefreshLock, read_lease
 
-    clock = Clock(1000.0)
+    clock = FakeClock(1000.0)
     a = _settings(tmp_path / "a", milvus_uri, "stale")
     b = _settings(tmp_path / "b", milvus_uri, "stale")
-    first = MilvusRefreshLock(a, clock=clock, ttl_s=60, host="machine-a", machine="machine-a/boot",
+    first = MilvusRefreshLock(a, clock=clock.time, ttl_s=60, host="machine-a", machine="machine-a/boot",
                               heartbeat=False).acquire()
-    second = MilvusRefreshLock(b, clock=clock, ttl_s=60, heartbeat=False)
+    second = MilvusRefreshLock(b, clock=clock.time, ttl_s=60, heartbeat=False)
     try:
         clock.now = 1060.0  # the last second of the lease
         with pytest.raises(MilvusLockBusy) as busy:
@@ -117,13 +108,13 @@ def test_a_refresh_confirms_its_lease_before_publishing(tmp_path: Path, milvus_u
     from core.index.lock import REFRESH_LOCK, FileLock, LockLostError, RefreshLock
     from core.index.milvus_lock import MilvusRefreshLock
 
-    clock = Clock(1000.0)
+    clock = FakeClock(1000.0)
     a = _settings(tmp_path / "a", milvus_uri, "confirm")
     b = _settings(tmp_path / "b", milvus_uri, "confirm")
     held = RefreshLock(FileLock(tmp_path / "a" / REFRESH_LOCK).acquire(),
-                       MilvusRefreshLock(a, clock=clock, ttl_s=60, host="machine-a", machine="machine-a/boot",
+                       MilvusRefreshLock(a, clock=clock.time, ttl_s=60, host="machine-a", machine="machine-a/boot",
                                          heartbeat=False).acquire())
-    other = MilvusRefreshLock(b, clock=clock, ttl_s=60, heartbeat=False)
+    other = MilvusRefreshLock(b, clock=clock.time, ttl_s=60, heartbeat=False)
     try:
         held.confirm()  # ours: and confirming renews the lease to 1060
         clock.now = 1060.5
@@ -155,7 +146,7 @@ def _killed_holder(tmp_path: Path, uri: str, prefix: str, elsewhere: bool) -> in
     holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"
-        seen = refresh_holder_of(_settings(tmp_path / "other", uri, prefix), clock=Clock(1000.0))
+        seen = refresh_holder_of(_settings(tmp_path / "other", uri, prefix), clock=FakeClock(1000.0).time)
         assert seen == RefreshHolder(holder.pid, "machine-b" if elsewhere else socket.gethostname())
     finally:
         holder.send_signal(signal.SIGKILL)  # no clean-up runs: the lease stays in Milvus
@@ -170,9 +161,9 @@ def test_a_killed_holder_on_another_machine_leaves_a_lease_that_expires(tmp_path
     pid = _killed_holder(tmp_path, milvus_uri, "killed", elsewhere=True)
     b = _settings(tmp_path / "b", milvus_uri, "killed")
     with pytest.raises(LockBusyError, match=f"already running \\(pid {pid} on machine-b\\)"):
-        acquire_refresh_lock(b, clock=Clock(1060.0))  # no kernel there to drop it: still fresh
-    assert refresh_holder_of(b, clock=Clock(1060.5)) is None  # past its expiry it counts as free
-    lock = acquire_refresh_lock(b, clock=Clock(1060.5))
+        acquire_refresh_lock(b, clock=FakeClock(1060.0).time)  # no kernel there to drop it: still fresh
+    assert refresh_holder_of(b, clock=FakeClock(1060.5).time) is None  # past its expiry it counts as free
+    lock = acquire_refresh_lock(b, clock=FakeClock(1060.5).time)
     try:
         assert lock.milvus_lock.broke.pid == pid
         assert _left_behind(b)[0] == [lock.milvus_lock.collection]
@@ -187,8 +178,8 @@ def test_a_killed_holder_on_this_machine_is_known_dead_at_once(tmp_path: Path, m
     SIGKILLed, say); the injected clock still says the lease is fresh."""
     pid = _killed_holder(tmp_path, milvus_uri, "here", elsewhere=False)
     b = _settings(tmp_path / "b", milvus_uri, "here")
-    assert refresh_holder_of(b, clock=Clock(1000.0)) is None
-    with acquire_refresh_lock(b, clock=Clock(1000.0)) as lock:
+    assert refresh_holder_of(b, clock=FakeClock(1000.0).time) is None
+    with acquire_refresh_lock(b, clock=FakeClock(1000.0).time) as lock:
         assert lock.milvus_lock.broke.pid == pid
     assert _left_behind(b) == ([], None)
 
@@ -232,22 +223,22 @@ def test_a_breaker_that_died_mid_way_blocks_only_until_its_own_lease_expires(tmp
     from core.index.milvus_lock import MilvusLockBusy, MilvusRefreshLock, _break_alias
     from core.index.vectorstore_milvus import _pymilvus, connect
 
-    clock = Clock(1000.0)
+    clock = FakeClock(1000.0)
     a = _settings(tmp_path / "a", milvus_uri, "guard")
-    holder = MilvusRefreshLock(a, clock=clock, ttl_s=60, host="machine-a", machine="machine-a/boot",
+    holder = MilvusRefreshLock(a, clock=clock.time, ttl_s=60, host="machine-a", machine="machine-a/boot",
                                heartbeat=False).acquire()  # lease until 1060, then silent
     clock.now = 1050.0
-    dead = MilvusRefreshLock(a, clock=clock, ttl_s=60, host="machine-c", machine="machine-c/boot")
+    dead = MilvusRefreshLock(a, clock=clock.time, ttl_s=60, host="machine-c", machine="machine-c/boot")
     pm, using = _pymilvus(), connect(a)
     dead.collection = dead._create_own(pm, using)  # its lease: until 1110
     assert dead._alias(pm, using, _break_alias(a, holder.collection))  # ...and it dies here
     b = _settings(tmp_path / "b", milvus_uri, "guard")
     clock.now = 1061.0
     with pytest.raises(MilvusLockBusy) as busy:  # the holder is stale, but someone is breaking it
-        MilvusRefreshLock(b, clock=clock, ttl_s=60, heartbeat=False).acquire()
+        MilvusRefreshLock(b, clock=clock.time, ttl_s=60, heartbeat=False).acquire()
     assert busy.value.lease.host == "machine-a"
     clock.now = 1110.5
-    with MilvusRefreshLock(b, clock=clock, ttl_s=60, heartbeat=False) as lock:
+    with MilvusRefreshLock(b, clock=clock.time, ttl_s=60, heartbeat=False) as lock:
         assert lock.broke.host == "machine-a"
         assert _left_behind(b)[0] == [lock.collection]  # the dead holder's and dead breaker's are gone
     assert _left_behind(b) == ([], None)
