@@ -118,7 +118,7 @@ class Engine:
                 raise
             ranker = Ranker(build)
             _ = build.ann  # load the searcher before swapping so queries never wait on it
-            ontology = _ontology(build, self.settings)
+            ontology = Ontology.of_build(build, self.settings)
             bridge = LabelBridge.from_build(build, ontology=ontology).warm()
             self._loaded = _Loaded(build, ranker, bridge, tuple(build.label_info["mids"]), ontology,
                                    build.pointer)
@@ -388,13 +388,6 @@ class Engine:
             if len(out) >= want.matches:
                 break
         return out
-
-
-def _ontology(build: store.IndexBuild, settings) -> Ontology:
-    """The build's labels and ontology children, with the ambiguous-label flags of ``ontology.json``
-    from the meta folder (the build does not store them; without the file nothing is flagged)."""
-    meta = getattr(settings, "audioset_meta", None) or Path(settings.data_dir) / "meta"
-    return Ontology.from_labelset(build.labelset(), Path(meta) / "ontology.json")
 
 
 def check_embeddings(value) -> np.ndarray:

@@ -107,6 +107,14 @@ class Ontology:
                                  environment_labels(labels.mids, nodes))
 
     @classmethod
+    def of_build(cls, build, settings) -> Ontology:
+        """A :class:`core.index.store.IndexBuild`'s labels and ontology children, with the flags of
+        ``ontology.json`` from the meta folder (the build does not store them; without the file nothing
+        is flagged): what the engine and the held-out evaluation both judge "heard" with."""
+        meta = getattr(settings, "audioset_meta", None) or Path(settings.data_dir) / "meta"
+        return cls.from_labelset(build.labelset(), Path(meta) / "ontology.json")
+
+    @classmethod
     def flat(cls, names: Sequence[str]) -> Ontology:
         """No ontology known: every label is a leaf (nothing is hidden)."""
         return cls(tuple(names), tuple(frozenset() for _ in names))

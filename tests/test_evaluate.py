@@ -27,4 +27,10 @@ def test_evaluation_builds_without_the_held_out_clips_and_scores_them(bal_train_
     assert result["ours"]["p_at_5"] > result["baselines"]["a_mean_seconds_euclidean_uint8"]["p_at_5"]
     # A noisy window of an indexed clip finds its own clip: the index really holds the kept clips.
     assert result["near_duplicate"]["top1_same_video"] >= 0.9
+    # "Heard" is judged on the same queries with the label head the build trained: a label of the clip
+    # (or of its ontology family) comes first for some of them, and the looser measures never count less.
+    heard = result["heard"]
+    assert heard["queries"] == 40
+    assert 0.0 < heard["first_exact"] <= heard["first_in_family"] <= 1.0
+    assert heard["first_exact"] <= heard["in_heard"] <= 1.0
     assert not (tmp_path / "unused").exists()  # the evaluation writes only where it was told
