@@ -38,6 +38,10 @@ def main() -> None:
     from core.evaluate import evaluate
 
     settings = load_settings()
+    from bot import quiet
+
+    quiet.quiet_env()  # ScaNN's and LiteRT's native lines go to the debug log, as under `echovids`
+    quiet.divert_stderr(settings.data_dir, "bench/quality")
     dirs = args.audioset or list(settings.audioset_dirs)
     stores = ["scann", "milvus"] if args.store == "both" else [args.store]
     out: dict = {"loadavg_start": os.getloadavg(), "splits": {}}

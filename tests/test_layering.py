@@ -76,8 +76,9 @@ def test_storage_and_liveness_never_import_the_facades():
 
 
 #: Project modules a benchmark may use besides ``core``: the inputs the tests also use (fakes,
-#: generated media, a random-weight checkpoint), and the bot itself for the bench that measures it.
-BENCH_HELPERS = ["tests.fakes", "tests.media", "tests.vggish_checkpoint"]
+#: generated media, a random-weight checkpoint), the program's terminal quieting (so a bench shows its own
+#: lines, not ScaNN's or LiteRT's), and the bot itself for the bench that measures it.
+BENCH_HELPERS = ["tests.fakes", "tests.media", "tests.vggish_checkpoint", "bot.quiet"]
 BENCH_EXTRA = {
     "bench/bot.py": ["bot.client"],            # measures the real bot against the fake Discord
     "bench/yamnet.py": ["tests.test_yamnet"],  # borrows the test's chord list (belongs in tests/media.py)
