@@ -40,8 +40,7 @@ def main() -> None:
     settings = load_settings()
     from bot import quiet
 
-    quiet.quiet_env()  # ScaNN's and LiteRT's native lines go to the debug log, as under `echovids`
-    quiet.divert_stderr(settings.data_dir, "bench/quality")
+    quiet.silence(settings, "bench/quality")  # ScaNN's and LiteRT's native lines go to the debug log, as under `echovids`
     dirs = args.audioset or list(settings.audioset_dirs)
     stores = ["scann", "milvus"] if args.store == "both" else [args.store]
     out: dict = {"loadavg_start": os.getloadavg(), "splits": {}}

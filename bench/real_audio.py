@@ -91,8 +91,7 @@ def main() -> None:
         settings = settings.with_overrides(data_dir=args.index)
     from bot import quiet
 
-    quiet.quiet_env()  # ScaNN's and LiteRT's native lines go to the debug log, as under `echovids`
-    quiet.divert_stderr(settings.data_dir, "bench/real_audio")
+    quiet.silence(settings, "bench/real_audio")  # ScaNN's and LiteRT's native lines go to the debug log, as under `echovids`
     clips, names = load_clips(args.folder)
     if args.clips:
         clips = clips[: args.clips]

@@ -175,10 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pathlib import Path
 
             settings = settings.with_overrides(data_dir=Path(args.index))
-        if not settings.debug:
-            quiet.quiet_env()
-            if as_program:
-                quiet.divert_stderr(settings.data_dir, " ".join(["echovids", args.command, action or ""]).strip())
+        quiet.silence(settings, " ".join(["echovids", args.command, action or ""]).strip(), divert=as_program)
         handler = importlib.import_module(module_name)
         return int(handler.run(args, settings) or EXIT_OK)
     except EchoVidsError as err:

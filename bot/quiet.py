@@ -40,7 +40,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 #: Switches that make native libraries quieter at the source (their leftovers go to the debug log).
 QUIET_ENV = {
@@ -72,6 +72,17 @@ _OURS = "_echovids_handler"
 def quiet_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
     for name, value in QUIET_ENV.items():
         environ.setdefault(name, value)
+
+
+def silence(settings: Any, what: str, *, divert: bool = True) -> None:
+    """What a program (``echovids``, a bench) does first: the environment switches, then — when
+    ``divert`` — fd 2 to the debug log (:func:`divert_stderr`). ``ECHOVIDS_DEBUG=1``
+    (``settings.debug``) leaves every stream alone, for whichever program reads it."""
+    if settings.debug:
+        return
+    quiet_env()
+    if divert:
+        divert_stderr(settings.data_dir, what)
 
 
 def _open_debug_log(data_dir: Path | None) -> int:
